@@ -1,0 +1,1 @@
+"""Built-in presets (YAML); installed as the package sketchcolor_cli.presets."""

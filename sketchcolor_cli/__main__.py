@@ -1,0 +1,3 @@
+from sketchcolor_cli.cli import main
+
+main()

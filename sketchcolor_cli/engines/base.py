@@ -1,0 +1,144 @@
+"""The engine interface and registry.
+
+An engine is built once from its settings (`Engine.load`) and then colours batches of
+`WorkItem`s (`Engine.colorize`), returning one `Layers` per item. Engines know nothing of
+manifests, files or workers: every pixel crosses this interface as a numpy array.
+
+Pixel convention (one way for every engine): colour images are ``H x W x 4`` ``uint16`` sRGB
+with straight alpha (an 8-bit value ``v`` is stored as ``v * 257``, so 8-bit palettes stay
+exact); single-channel layers are ``H x W`` ``uint16``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+FULL = 65535  # opaque alpha / white in the uint16 convention
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A coloured image that gives colours: a colour model sheet or a finished key frame."""
+
+    character: str  # the character it belongs to ("" for the whole frame, e.g. a key frame)
+    image: np.ndarray  # H x W x 4 uint16, the finished colours
+    line: np.ndarray | None = None  # H x W x 4 uint16 line art of the same drawing, if known
+    palette: dict[str, tuple[int, int, int]] | None = None  # named colours, uint16 RGB
+    source: str = ""  # where it came from, for logs and errors
+    frame: int | None = None  # the cut's frame number when this is a key frame of the cut
+
+
+@dataclass(frozen=True)
+class PreviousResult:
+    """A finished frame that the next frame carries its colours from."""
+
+    frame: int
+    line_art: np.ndarray  # H x W x 4 uint16
+    fill: np.ndarray  # H x W x 4 uint16, the palette-exact fill layer of that frame
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One frame to colour, with everything the engine may use."""
+
+    frame: int
+    line_art: np.ndarray  # H x W x 4 uint16, as drawn (paper white or transparent)
+    references: tuple[Reference, ...]
+    seed: int
+    # Per-character foreground masks (H x W bool), keyed by character name; "background" too.
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    previous: PreviousResult | None = None
+    background: np.ndarray | None = None  # H x W x 4 uint16 background reference, if any
+
+
+@dataclass
+class Layers:
+    """What an engine returns for one frame."""
+
+    color: np.ndarray  # H x W x 4 uint16: colour with the original lines on top
+    fill: np.ndarray  # H x W x 4 uint16: palette-exact colour without lines
+    line: np.ndarray  # H x W uint16: line alpha (where the lines were)
+    review: np.ndarray  # H x W x 4 uint16: what an artist should check first
+    stats: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts for the log
+
+
+class EngineSettings(BaseModel):
+    """Base of every engine's settings model; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Engine(ABC):
+    """Load once, colorize batches."""
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[EngineSettings]] = EngineSettings
+    # "none": every frame stands alone; "previous": frame N carries colours from frame N-1's
+    # result (the plan orders such frames and the runner hands over `WorkItem.previous`).
+    frame_dependency: ClassVar[Literal["none", "previous"]] = "none"
+
+    @classmethod
+    @abstractmethod
+    def load(cls, settings: EngineSettings) -> "Engine":
+        """Build the engine (load model files, warm up) once per worker."""
+
+    @abstractmethod
+    def colorize(self, batch: list[WorkItem]) -> list[Layers]:
+        """Colour a batch of frames; one `Layers` per item, in order."""
+
+    def describe(self) -> str:
+        """Model and version facts that go into each output's metadata."""
+        return self.name
+
+
+# name -> "module:Class"; modules are imported only when an engine is asked for, so heavy
+# libraries (torch, diffusers, onnxruntime) never load for `--help` or the flat engine.
+_REGISTRY: dict[str, str] = {
+    "flat": "sketchcolor_cli.engines.flat:FlatEngine",
+}
+
+
+def engine_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def engine_class(name: str) -> type[Engine]:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown engine {name!r}; known engines: {', '.join(engine_names())}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def to_rgba16(image: np.ndarray) -> np.ndarray:
+    """Any image array (grey/RGB/RGBA; uint8, uint16 or float in [0, 1]) to H x W x 4 uint16."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.dtype == np.uint8:
+        data = image.astype(np.uint16) * 257
+    elif image.dtype == np.uint16:
+        data = image
+    elif np.issubdtype(image.dtype, np.floating):
+        data = np.round(np.clip(image, 0.0, 1.0) * FULL).astype(np.uint16)
+    else:
+        raise TypeError(f"unsupported pixel type {image.dtype}")
+    channels = data.shape[2]
+    if channels == 1:
+        rgb, alpha = np.repeat(data, 3, axis=2), None
+    elif channels == 2:
+        rgb, alpha = np.repeat(data[:, :, :1], 3, axis=2), data[:, :, 1:2]
+    elif channels == 3:
+        rgb, alpha = data, None
+    else:
+        rgb, alpha = data[:, :, :3], data[:, :, 3:4]
+    if alpha is None:
+        alpha = np.full(rgb.shape[:2] + (1,), FULL, dtype=np.uint16)
+    return np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))

@@ -1,0 +1,148 @@
+"""The ``flat`` engine: weights-free, CPU-only, palette-exact paint-bucket colouring.
+
+Each line-art frame is split into closed regions (`segment`), each region gets one exact colour
+from a key frame, the previous frame or the references (`match`), and the layers are painted
+(`paint`). No region ever gets a blend of colours, and the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..base import Engine, EngineSettings, Layers, WorkItem
+from .match import (
+    FILL_INDEX,
+    LINE_MASK,
+    Assignment,
+    ImageCache,
+    MatchSettings,
+    describe_sources,
+    main_source,
+    match_regions,
+)
+from .paint import fill_index, paint_layers
+from .segment import Segmentation, segment_line_art
+
+
+class FlatSettings(EngineSettings):
+    """Settings of the flat engine."""
+
+    line_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Line strength above which a pixel is line: on white paper 1 minus its darkest "
+        "channel (the darkness of black or grey ink; full for a saturated coloured stroke), on "
+        "transparent paper its alpha. Lower it for faint pencil lines, raise it for grey paper.",
+    )
+    gap_close_px: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="Largest gap in a line, in pixels, that is closed so a region does not leak into its "
+        "neighbour. About 4 suits 1080p; scale with the resolution; 0 turns gap closing off.",
+    )
+    hint_lines: bool = Field(
+        True,
+        description="Treat saturated red, green and blue strokes as hint lines: they split regions "
+        "(shadow / highlight boundaries) and take an adjacent region's colour in the output.",
+    )
+    min_region_px: int = Field(
+        3,
+        ge=0,
+        description="Regions of this many pixels or fewer are merged into a neighbour (line specks).",
+    )
+    review_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Regions whose colour confidence is below this are marked (magenta hatching) in "
+        "the review layer, for an artist to check first.",
+    )
+    previous_min_confidence: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="A region carried from the previous frame with less confidence than this is "
+        "matched again against the references, and takes whichever answer is more confident.",
+    )
+
+
+class FlatEngine(Engine):
+    """Paint-bucket colouring: regions from the line art, one exact reference colour each."""
+
+    name: ClassVar[str] = "flat"
+    settings_model: ClassVar[type[EngineSettings]] = FlatSettings
+    frame_dependency: ClassVar[Literal["none", "previous"]] = "previous"
+
+    def __init__(self, settings: FlatSettings) -> None:
+        self.settings = settings
+        self._match_settings = MatchSettings(
+            line_threshold=settings.line_threshold,
+            gap_close_px=settings.gap_close_px,
+            hint_lines=settings.hint_lines,
+            min_region_px=settings.min_region_px,
+            previous_min_confidence=settings.previous_min_confidence,
+        )
+        self._cache = ImageCache()
+
+    @classmethod
+    def load(cls, settings: EngineSettings) -> "FlatEngine":
+        if not isinstance(settings, FlatSettings):
+            settings = FlatSettings.model_validate(settings.model_dump())
+        return cls(settings)
+
+    def describe(self) -> str:
+        s = self.settings
+        return (
+            f"flat (line_threshold={s.line_threshold}, gap_close_px={s.gap_close_px}, "
+            f"hint_lines={s.hint_lines}, min_region_px={s.min_region_px})"
+        )
+
+    # -- the three stages, public so that tools and timing scripts can call them one by one --
+
+    def segment(self, item: WorkItem) -> Segmentation:
+        return segment_line_art(
+            item.line_art,
+            line_threshold=self.settings.line_threshold,
+            gap_close_px=self.settings.gap_close_px,
+            hint_lines=self.settings.hint_lines,
+            min_region_px=self.settings.min_region_px,
+            what=f"frame {item.frame} line art",
+        )
+
+    def match(self, item: WorkItem, seg: Segmentation) -> Assignment:
+        return match_regions(item, seg, self._match_settings, self._cache)
+
+    def paint(self, item: WorkItem, seg: Segmentation, assignment: Assignment) -> Layers:
+        color, fill, line, review, everywhere = paint_layers(
+            seg, assignment.colors, assignment.confidence, item.line_art, self.settings.review_threshold
+        )
+        # Hand this frame's analysis to the next one, which gets these arrays as its previous.
+        self._cache.remember(LINE_MASK, item.line_art, seg.ink | seg.hint)
+        self._cache.remember(FILL_INDEX, fill, fill_index(assignment.colors, everywhere))
+        regions = assignment.confidence[1:]
+        unsure = int(np.count_nonzero(regions < self.settings.review_threshold))
+        stats = {
+            "regions": int(seg.n_regions),
+            "unsure_regions": unsure,
+            "mean_confidence": round(float(regions.mean()), 4) if regions.size else 1.0,
+            "source": main_source(assignment),
+            "sources": describe_sources(assignment),
+        }
+        if assignment.shift is not None:
+            stats["shift_px"] = [int(assignment.shift[0]), int(assignment.shift[1])]
+        return Layers(color=color, fill=fill, line=line, review=review, stats=stats)
+
+    def colorize(self, batch: list[WorkItem]) -> list[Layers]:
+        results = []
+        for item in batch:
+            seg = self.segment(item)
+            results.append(self.paint(item, seg, self.match(item, seg)))
+        return results
+
+
+__all__ = ["FlatEngine", "FlatSettings"]

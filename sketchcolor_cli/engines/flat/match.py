@@ -1,0 +1,635 @@
+"""Matching for the flat engine: give every region of a frame one exact colour and a confidence.
+
+Sources, strongest first:
+
+1. a key frame of this very frame (`Reference.frame == item.frame`): each region takes the commonest
+   exact colour of the key image under it, confidence 1;
+2. the previous frame's palette-exact fill: each region votes among the colours under its pixels,
+   with the drawing shifted by the estimated motion (none, global phase correlation, per-character
+   mask centroids; each region keeps the shift that explains it best); confidence = winning share
+   times support. Regions below ``previous_min_confidence`` are matched again by 4;
+3. background: paper regions touching the image border (or covered by the ``background`` mask)
+   are transparent, or take the commonest colour of ``item.background`` under them;
+4. references (model sheets, other key frames): regions are described by colour-free features that
+   survive pose changes (position relative to the character's barycentre in units of its spread,
+   relative area, elongation and orientation) and matched to reference regions by minimum cost, one
+   to one while that costs little, many to one after that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..base import PreviousResult, Reference, WorkItem
+from .segment import (
+    FULL,
+    Segmentation,
+    classify_line_art,
+    index_colours,
+    segment_colour_regions,
+    segment_line_art,
+    vote_colours,
+)
+
+SOURCE_NONE, SOURCE_KEY, SOURCE_PREVIOUS, SOURCE_REFERENCE, SOURCE_BACKGROUND = range(5)
+SOURCE_NAMES = ("none", "key", "previous", "reference", "background")
+
+TRANSPARENT = np.zeros(4, dtype=np.uint16)
+
+# Feature weights of the reference matching cost (position is in units of the character's spread).
+POSITION_WEIGHT = 1.0
+AREA_WEIGHT = 0.35
+ELONGATION_WEIGHT = 0.5
+ORIENTATION_WEIGHT = 0.25
+# A region may take a reference region other than its cheapest when that costs at most this much
+# more and its cheapest was taken by a better-fitting region.
+ONE_TO_ONE_SLACK = 0.15
+# A region whose previous-frame votes cover less than this share of it has too little support.
+FULL_SUPPORT_SHARE = 0.5
+# A region touching the image border is background unless a character mask covers this much of it.
+CHARACTER_EDGE_COVER = 0.9
+# Candidate shifts from the previous frame are scored on every n-th pixel in each direction.
+SHIFT_SCORE_STRIDE = 3
+# Tags of the results handed from one frame to the next (see ImageCache.remember).
+LINE_MASK, FILL_INDEX = "line-mask", "fill-index"
+# Phase correlation runs on frames scaled down to about this size (long side, pixels).
+MOTION_ANALYSIS_SIZE = 960
+
+
+@dataclass
+class MatchSettings:
+    """The settings that matching needs (a plain subset of FlatSettings)."""
+
+    line_threshold: float
+    gap_close_px: int
+    hint_lines: bool
+    min_region_px: int
+    previous_min_confidence: float
+
+
+@dataclass
+class Assignment:
+    """One colour per region label (index 0 = line, unused) and where it came from."""
+
+    colors: np.ndarray  # (n + 1, 4) uint16
+    confidence: np.ndarray  # (n + 1,) float64 in [0, 1]
+    source: np.ndarray  # (n + 1,) int8, SOURCE_* codes
+    shift: tuple[int, int] | None = None  # global (dx, dy) from the previous frame, if used
+
+
+@dataclass
+class ReferenceModel:
+    """A reference's regions, their exact colours and their matching features."""
+
+    colors: np.ndarray  # (m, 4) uint16, usable regions only
+    features: "RegionFeatures"
+    source: str
+
+
+@dataclass
+class RegionFeatures:
+    """Colour-free region descriptors, relative to the whole drawing (the character)."""
+
+    position: np.ndarray  # (k, 2) offset of the centroid from the barycentre, in spreads
+    log_area: np.ndarray  # (k,) log of the share of the drawing's area
+    elongation: np.ndarray  # (k,) 1 - minor / major axis (0 = round)
+    orientation: np.ndarray  # (k,) major axis angle in radians, [0, pi)
+
+    def take(self, rows: np.ndarray) -> "RegionFeatures":
+        return RegionFeatures(
+            self.position[rows], self.log_area[rows], self.elongation[rows], self.orientation[rows]
+        )
+
+
+# ---- shared helpers ---------------------------------------------------------------------------
+
+
+def region_features(seg: Segmentation, regions: np.ndarray) -> RegionFeatures:
+    """Features of `regions` (label numbers), normalised over the union of those regions."""
+    area = seg.area[regions].astype(np.float64)
+    centroid = seg.centroid[regions]
+    covariance = seg.covariance[regions]
+    total = max(float(area.sum()), 1.0)
+    barycentre = (area[:, None] * centroid).sum(axis=0) / total
+    offset = centroid - barycentre
+    # Pooled spread of all the drawing's pixels: within-region variance plus between-region.
+    spread_sq = (area[:, None] * (covariance[:, :2] + offset**2)).sum(axis=0) / total
+    spread = np.sqrt(np.maximum(spread_sq, 1e-6))
+    var_x, var_y, cov_xy = covariance[:, 0], covariance[:, 1], covariance[:, 2]
+    half_trace = (var_x + var_y) / 2
+    radius = np.sqrt(((var_x - var_y) / 2) ** 2 + cov_xy**2)
+    major = half_trace + radius
+    minor = np.maximum(half_trace - radius, 0.0)
+    return RegionFeatures(
+        position=offset / spread,
+        log_area=np.log(area / total),
+        elongation=1.0 - np.sqrt(minor / np.maximum(major, 1e-12)),
+        orientation=np.mod(0.5 * np.arctan2(2 * cov_xy, var_x - var_y), np.pi),
+    )
+
+
+def matching_cost(frame: RegionFeatures, reference: RegionFeatures, chunk: int = 256) -> np.ndarray:
+    """(k_frame, k_reference) float32 cost of giving each frame region each reference region's colour."""
+    ref_x, ref_y = reference.position[:, 0].astype(np.float32), reference.position[:, 1].astype(np.float32)
+    ref_area = reference.log_area.astype(np.float32)
+    ref_elong = reference.elongation.astype(np.float32)
+    ref_angle = reference.orientation.astype(np.float32)
+    cost = np.empty((len(frame.log_area), len(ref_area)), dtype=np.float32)
+    for start in range(0, cost.shape[0], chunk):  # rows in chunks keep the temporaries small
+        rows = slice(start, start + chunk)
+        x = frame.position[rows, 0, None].astype(np.float32)
+        y = frame.position[rows, 1, None].astype(np.float32)
+        elong = frame.elongation[rows, None].astype(np.float32)
+        out = cost[rows]
+        np.multiply(np.hypot(x - ref_x, y - ref_y), POSITION_WEIGHT, out=out)
+        out += AREA_WEIGHT * np.abs(frame.log_area[rows, None].astype(np.float32) - ref_area)
+        out += ELONGATION_WEIGHT * np.abs(elong - ref_elong)
+        angle = np.abs(frame.orientation[rows, None].astype(np.float32) - ref_angle)
+        angle = np.minimum(angle, np.float32(np.pi) - angle) * np.float32(2 / np.pi)  # 1 = perpendicular
+        # Orientation only means something for elongated regions on both sides.
+        angle *= np.minimum(elong, ref_elong)
+        out += ORIENTATION_WEIGHT * angle
+    return cost
+
+
+def assign_min_cost(cost: np.ndarray) -> np.ndarray:
+    """Reference region index for each frame region (rows of `cost`).
+
+    Greedy by ascending cost, each reference region used once while a region can have one within
+    ONE_TO_ONE_SLACK of its cheapest; the regions left over take their cheapest (many to one).
+    """
+    n_frame, n_reference = cost.shape
+    cheapest = cost.argmin(axis=1)
+    best = cost[np.arange(n_frame), cheapest]
+    rows, cols = np.nonzero(cost <= best[:, None] + ONE_TO_ONE_SLACK)
+    order = np.lexsort((cols, rows, cost[rows, cols]))
+    chosen = np.full(n_frame, -1, dtype=np.int64)
+    used = np.zeros(n_reference, dtype=bool)
+    for row, col in zip(rows[order].tolist(), cols[order].tolist()):
+        if chosen[row] < 0 and not used[col]:
+            chosen[row] = col
+            used[col] = True
+    left = chosen < 0
+    chosen[left] = cheapest[left]
+    return chosen
+
+
+def _content_key(image: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(image)
+    digest = hashlib.blake2b(memoryview(data).cast("B"), digest_size=16)
+    digest.update(repr((data.shape, data.dtype.str)).encode())
+    return digest.digest()
+
+
+class ImageCache:
+    """Results computed from images, kept while the same images come back.
+
+    ``get`` looks up by array identity first (free), then by content hash, so the references of a
+    cut are analysed once per worker even when each work item carries its own copy. ``remember`` /
+    ``recall`` hand results of the frame just painted (its line mask, its fill's colour index) to
+    the next frame by identity only: when the runner passes the same arrays on as
+    `PreviousResult`, they need not be analysed again. (An array changed in place keeps its
+    identity: hand the engine a new array instead.)
+    """
+
+    def __init__(self, capacity: int = 8, handoff_capacity: int = 8) -> None:
+        self._capacity = capacity
+        self._handoff_capacity = handoff_capacity
+        self._by_content: OrderedDict[tuple, object] = OrderedDict()
+        self._by_identity: dict[tuple, tuple[list[weakref.ref], tuple]] = {}
+        self._handoff: OrderedDict[tuple, tuple[weakref.ref, object]] = OrderedDict()
+
+    def get(self, tag: str, images: tuple[np.ndarray, ...], build: Callable[[], object]) -> object:
+        identity = (tag, *(id(image) for image in images))
+        known = self._by_identity.get(identity)
+        if (
+            known is not None
+            and all(ref() is image for ref, image in zip(known[0], images))
+            and known[1] in self._by_content
+        ):
+            self._by_content.move_to_end(known[1])
+            return self._by_content[known[1]]
+        content = (tag, *(_content_key(image) for image in images))
+        if content in self._by_content:
+            self._by_content.move_to_end(content)
+            value = self._by_content[content]
+        else:
+            value = build()
+            self._by_content[content] = value
+            while len(self._by_content) > self._capacity:
+                self._by_content.popitem(last=False)
+        try:
+            self._by_identity[identity] = ([weakref.ref(image) for image in images], content)
+        except TypeError:  # an array that refuses weak references: content lookups only
+            pass
+        if len(self._by_identity) > 4 * self._capacity:
+            self._by_identity = {
+                k: v for k, v in self._by_identity.items() if all(ref() is not None for ref in v[0])
+            }
+        return value
+
+    def remember(self, tag: str, image: np.ndarray, value: object) -> None:
+        try:
+            self._handoff[(tag, id(image))] = (weakref.ref(image), value)
+        except TypeError:
+            return
+        while len(self._handoff) > self._handoff_capacity:
+            self._handoff.popitem(last=False)
+
+    def recall(self, tag: str, image: np.ndarray) -> object | None:
+        known = self._handoff.get((tag, id(image)))
+        if known is None or known[0]() is not image:
+            return None
+        return known[1]
+
+
+# ---- regions: owners and background -------------------------------------------------------------
+
+
+def region_owners(seg: Segmentation, masks: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(character names, owner index per region or -1, background flag per region).
+
+    A region belongs to the character whose mask covers most of it (more than half); background
+    regions are those the ``background`` mask covers mostly, and the regions that touch the image
+    border unless a character mask covers nearly all of them (a close-up running off the frame).
+    """
+    size = seg.n_regions + 1
+    names = sorted(name for name in masks if name != "background")
+    owner = np.full(size, -1, dtype=np.int64)
+    best = np.zeros(size, dtype=np.int64)
+    for index, name in enumerate(names):
+        mask = _check_mask(masks[name], seg.shape, name)
+        covered = np.bincount(seg.labels[mask], minlength=size)
+        better = covered > best
+        owner[better] = index
+        best[better] = covered[better]
+    owner[2 * best <= seg.area] = -1
+    background = seg.touches_border & (best < CHARACTER_EDGE_COVER * seg.area)
+    if "background" in masks:
+        mask = _check_mask(masks["background"], seg.shape, "background")
+        background |= 2 * np.bincount(seg.labels[mask], minlength=size) > seg.area
+    background[0] = False
+    owner[background] = -1
+    owner[0] = -1
+    return names, owner, background
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    if mask.shape != shape:
+        raise ValueError(f"mask {name!r}: shape {mask.shape} differs from the line art's {shape}")
+    return mask.astype(bool, copy=False)
+
+
+# ---- source 1: key frame ------------------------------------------------------------------------
+
+
+def colours_from_image(
+    seg: Segmentation, index: np.ndarray, palette: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, winning share) per region: the commonest exact colour of an image under it."""
+    winner, votes, total = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
+    colors = palette[winner]
+    colors[0] = TRANSPARENT
+    return colors, votes / np.maximum(total, 1)
+
+
+# ---- source 2: previous frame -------------------------------------------------------------------
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray | None:
+    moments = cv2.moments(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), True)
+    if moments["m00"] <= 0:
+        return None
+    return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]])
+
+
+def estimate_shift(previous_line: np.ndarray, current_line: np.ndarray) -> tuple[int, int]:
+    """(dx, dy) that moves the previous drawing onto the current one (phase correlation)."""
+    height, width = current_line.shape
+    factor = max(1, int(round(max(height, width) / MOTION_ANALYSIS_SIZE)))
+    small = (max(width // factor, 8), max(height // factor, 8))
+    before = cv2.resize(previous_line.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    after = cv2.resize(current_line.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    window = cv2.createHanningWindow(small, cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(before, after, window)
+    return int(round(dx * width / small[0])), int(round(dy * height / small[1]))
+
+
+def _shifted(index: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """out[y, x] = index[y - dy, x - dx], -1 where that falls outside the image."""
+    height, width = index.shape
+    out = np.full_like(index, -1)
+    if abs(dx) >= width or abs(dy) >= height:
+        return out
+    out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = index[
+        max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return out
+
+
+def colours_from_previous(
+    seg: Segmentation,
+    masks: dict[str, np.ndarray],
+    previous: PreviousResult,
+    settings: MatchSettings,
+    frame: int,
+    cache: ImageCache,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(colour, confidence) per region carried from the previous fill, and the global shift."""
+    if previous.fill.shape != previous.line_art.shape or previous.fill.shape[:2] != seg.shape:
+        raise ValueError(
+            f"frame {frame}: previous frame {previous.frame} has size {previous.fill.shape[:2]} "
+            f"(line art {previous.line_art.shape[:2]}), this frame {seg.shape}; a cut must keep one size"
+        )
+    previous_line = cache.recall(LINE_MASK, previous.line_art)
+    if previous_line is None:
+        before = classify_line_art(
+            previous.line_art, settings.line_threshold, settings.hint_lines,
+            f"previous frame {previous.frame} line art",
+        )
+        previous_line = before.ink | before.hint
+    known = cache.recall(FILL_INDEX, previous.fill)
+    index, palette = known if known is not None else index_colours(previous.fill)
+    # Previous line pixels hold a neighbour's colour, not their own: they don't vote.
+    index = np.where(previous_line, np.int32(-1), index)
+
+    global_shift = estimate_shift(previous_line, seg.ink | seg.hint)
+    size = seg.n_regions + 1
+
+    def votes_at(shift: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Line pixels (label 0) vote too, for label 0, which nobody reads.
+        winner, votes, total = vote_colours(seg.labels, _shifted(index, *shift), size, len(palette))
+        share = votes / np.maximum(total, 1)
+        support = np.minimum(total / np.maximum(seg.area, 1) / FULL_SUPPORT_SHARE, 1.0)
+        return winner, share * support, votes
+
+    # One shift per drawing, not per region: a small region can sit wholly inside a big one at a
+    # wrong shift and vote unanimously for it. The shift under which the votes agree best wins
+    # (scored on a sparse grid of pixels; the phase-correlation shift first, so it wins ties).
+    grid = np.s_[::SHIFT_SCORE_STRIDE, ::SHIFT_SCORE_STRIDE]
+    sparse_labels = np.ascontiguousarray(seg.labels[grid])
+    scores: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def agreement(shift: tuple[int, int], regions: np.ndarray | None = None) -> float:
+        """Share of the votes (of `regions`) that go to their region's winning colour."""
+        if shift not in scores:
+            sampled = np.ascontiguousarray(_shifted(index, *shift)[grid])
+            _, votes, total = vote_colours(sparse_labels, sampled, size, len(palette))
+            votes[0] = total[0] = 0  # line pixels
+            scores[shift] = (votes, total)
+        votes, total = scores[shift]
+        if regions is not None:
+            votes, total = votes[regions], total[regions]
+        return float(votes.sum()) / max(float(total.sum()), 1.0)
+
+    candidates = [global_shift] + ([(0, 0)] if global_shift != (0, 0) else [])
+    chosen = max(candidates, key=agreement)
+    best_colour, best_conf, _ = votes_at(chosen)
+
+    names, owner, _ = region_owners(seg, masks)
+    for character, name in enumerate(names):
+        if name not in previous.masks:
+            continue
+        now, then = _centroid(masks[name]), _centroid(previous.masks[name])
+        regions = owner == character
+        if now is None or then is None or not regions.any():
+            continue
+        dx, dy = np.round(now - then).astype(int).tolist()
+        if (dx, dy) != chosen and agreement((dx, dy), regions) > agreement(chosen, regions):
+            winner, confidence, _ = votes_at((dx, dy))
+            best_colour[regions] = winner[regions]
+            best_conf[regions] = confidence[regions]
+    colors = palette[best_colour]
+    colors[0] = TRANSPARENT
+    best_conf[0] = 0.0
+    return colors, np.clip(best_conf, 0.0, 1.0), chosen
+
+
+# ---- source 4: references -----------------------------------------------------------------------
+
+
+def _snap_to_palette(colors: np.ndarray, palette: dict[str, tuple[int, int, int]] | None) -> np.ndarray:
+    """Replace each opaque colour by the nearest named palette colour (exact palette output)."""
+    if not palette:
+        return colors
+    named = np.array(sorted(palette.values()), dtype=np.float64)
+    opaque = colors[:, 3] > 0
+    if opaque.any():
+        distance = np.linalg.norm(colors[opaque, None, :3].astype(np.float64) - named[None], axis=2)
+        colors = colors.copy()
+        colors[opaque, :3] = named[distance.argmin(axis=1)].astype(np.uint16)
+    return colors
+
+
+def build_reference_model(reference: Reference, settings: MatchSettings) -> ReferenceModel | None:
+    """Regions of a reference with their exact colours and features (None if it has no regions)."""
+    what = f"reference {reference.source or reference.character or '(unnamed)'}"
+    if reference.line is not None:
+        if reference.line.shape != reference.image.shape:
+            raise ValueError(
+                f"{what}: line art {reference.line.shape} and image {reference.image.shape} differ in size"
+            )
+        seg = segment_line_art(
+            reference.line,
+            line_threshold=settings.line_threshold,
+            gap_close_px=settings.gap_close_px,
+            hint_lines=settings.hint_lines,
+            min_region_px=settings.min_region_px,
+            what=f"{what} line art",
+        )
+        index, palette = index_colours(reference.image)
+        seg.colors, _ = colours_from_image(seg, index, palette)
+    else:
+        seg = segment_colour_regions(reference.image, min_region_px=settings.min_region_px, what=what)
+    assert seg.colors is not None
+    usable = np.flatnonzero((seg.area > 0) & ~seg.touches_border)
+    usable = usable[usable > 0]
+    if usable.size == 0:
+        return None
+    colors = _snap_to_palette(seg.colors[usable], reference.palette)
+    return ReferenceModel(colors=colors, features=region_features(seg, usable), source=what)
+
+
+def colours_from_references(
+    seg: Segmentation, regions: np.ndarray, wanted: np.ndarray, models: list[ReferenceModel]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, confidence) for the `wanted` subset of `regions` (one character's) from its references.
+
+    Features are normalised over all of `regions` (the whole character); only the wanted rows are
+    matched.
+    """
+    features = region_features(seg, regions).take(wanted)
+    colors = np.concatenate([model.colors for model in models], axis=0)
+    cost = np.concatenate([matching_cost(features, model.features) for model in models], axis=1)
+    chosen = assign_min_cost(cost)
+    rows = np.arange(len(chosen))
+    chosen_cost = cost[rows, chosen].astype(np.float64)
+    # The cheapest reference region of each colour; the rival is the cheapest other colour.
+    colour_id = np.unique(_keys(colors), return_inverse=True)[1].ravel()
+    order = np.argsort(colour_id, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(colour_id[order]) != 0])
+    per_colour = np.minimum.reduceat(cost[:, order], starts, axis=1)
+    per_colour[rows, colour_id[chosen]] = np.inf
+    rival = per_colour.min(axis=1).astype(np.float64) if per_colour.shape[1] > 1 else np.full(len(rows), np.inf)
+    # Confident when the nearest region of another colour costs clearly more, and the fit is good.
+    margin = np.where(np.isfinite(rival), (rival - chosen_cost) / (rival + 0.05), 1.0)
+    confidence = np.clip(margin, 0.0, 1.0) * np.exp(-chosen_cost)
+    return colors[chosen], confidence
+
+
+def _keys(colors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(colors, dtype=np.uint16).view(np.uint64).ravel()
+
+
+# ---- all together -------------------------------------------------------------------------------
+
+
+def _references_for(character: str, references: list[Reference]) -> list[Reference]:
+    own = [r for r in references if r.character == character] if character else []
+    if own:
+        return own
+    general = [r for r in references if r.character == ""]
+    return general or references
+
+
+def _background_colours(
+    item: WorkItem, seg: Segmentation, image_index: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """(n + 1, 4): transparent, or the commonest colour of the background image under each region."""
+    if item.background is None:
+        return np.zeros((seg.n_regions + 1, 4), dtype=np.uint16)
+    if item.background.shape[:2] != seg.shape:
+        raise ValueError(
+            f"frame {item.frame}: background image {item.background.shape[:2]} differs from the "
+            f"line art {seg.shape}; give a background of the frame's size"
+        )
+    colors, _ = colours_from_image(seg, *image_index(item.background))
+    return colors
+
+
+def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, cache: ImageCache) -> Assignment:
+    """One colour per region of `seg` for `item` (see the module docstring for the order)."""
+
+    def reference_model(reference: Reference) -> ReferenceModel | None:
+        images = (reference.image,) if reference.line is None else (reference.image, reference.line)
+        tag = f"model:{sorted((reference.palette or {}).items())!r}:{settings!r}"
+        return cache.get(tag, images, lambda: build_reference_model(reference, settings))  # type: ignore[return-value]
+
+    def image_index(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return cache.get("index", (image,), lambda: index_colours(image))  # type: ignore[return-value]
+
+    size = seg.n_regions + 1
+    for reference in item.references:
+        if reference.frame == item.frame and reference.image.shape[:2] != seg.shape:
+            raise ValueError(
+                f"frame {item.frame}: key frame {reference.source!r} is {reference.image.shape[:2]}, "
+                f"the line art is {seg.shape}; a key frame must match its line art pixel for pixel"
+            )
+    names, owner, background = region_owners(seg, item.masks)
+    key = next((r for r in item.references if r.frame == item.frame), None)
+    if key is not None:
+        colors, _ = colours_from_image(seg, *image_index(key.image))
+        source = np.full(size, SOURCE_KEY, dtype=np.int8)
+        # Where the key frame shows bare paper (white or transparent) outside the drawing, the
+        # output shows the background like every other frame of the cut.
+        paper = (colors[:, 3] == 0) | (colors[:, :3] == FULL).all(axis=1)
+        settle = background & paper
+        if settle.any():
+            colors[settle] = _background_colours(item, seg, image_index)[settle]
+            source[settle] = SOURCE_BACKGROUND
+        source[0] = SOURCE_NONE
+        confidence = np.ones(size)
+        confidence[0] = 0.0
+        return Assignment(colors=colors, confidence=confidence, source=source)
+
+    colors = np.zeros((size, 4), dtype=np.uint16)
+    confidence = np.zeros(size)
+    source = np.full(size, SOURCE_NONE, dtype=np.int8)
+    shift = None
+    if item.previous is not None:
+        colors, confidence, shift = colours_from_previous(
+            seg, item.masks, item.previous, settings, item.frame, cache
+        )
+        source[:] = SOURCE_PREVIOUS
+    open_ = confidence < settings.previous_min_confidence
+    open_[0] = False
+
+    settle = background & open_
+    if settle.any():
+        colors[settle] = _background_colours(item, seg, image_index)[settle]
+        confidence[settle] = 1.0
+        source[settle] = SOURCE_BACKGROUND
+        open_ &= ~settle
+
+    others = [r for r in item.references if r.frame != item.frame]
+    if open_.any() and not others and item.previous is None:
+        raise ValueError(
+            f"frame {item.frame}: the flat engine needs a reference (model sheet or key frame) or the "
+            "previous frame's result to take colours from; none was given"
+        )
+    if open_.any() and others:
+        for character in sorted(set(owner[open_].tolist())):
+            name = names[character] if character >= 0 else ""
+            models = [m for m in (reference_model(r) for r in _references_for(name, others)) if m is not None]
+            if not models:
+                continue
+            # Features are relative to the whole character, so describe all its regions.
+            group = np.flatnonzero((owner == character) & ~background)
+            group = group[group > 0]
+            if group.size == 0:
+                continue
+            wanted = np.flatnonzero(open_[group])
+            if wanted.size == 0:
+                continue
+            targets = group[wanted]
+            found_colors, found_conf = colours_from_references(seg, group, wanted, models)
+            earlier = np.where(source[targets] == SOURCE_PREVIOUS, confidence[targets], -1.0)
+            take = found_conf > earlier
+            chosen = targets[take]
+            colors[chosen] = found_colors[take]
+            confidence[chosen] = found_conf[take]
+            source[chosen] = SOURCE_REFERENCE
+    colors[0] = TRANSPARENT
+    confidence[0] = 0.0
+    source[0] = SOURCE_NONE
+    return Assignment(colors=colors, confidence=confidence, source=source, shift=shift)
+
+
+def describe_sources(assignment: Assignment) -> dict[str, int]:
+    counts = np.bincount(assignment.source[1:].astype(np.int64), minlength=len(SOURCE_NAMES))
+    return {SOURCE_NAMES[code]: int(count) for code, count in enumerate(counts) if count and code}
+
+
+def main_source(assignment: Assignment) -> str:
+    """The source that stands for the frame in logs: key > previous > reference."""
+    codes = set(assignment.source[1:].tolist())
+    if SOURCE_KEY in codes:
+        return "key"
+    if SOURCE_PREVIOUS in codes:
+        return "previous"
+    if SOURCE_REFERENCE in codes:
+        return "reference"
+    return "background" if SOURCE_BACKGROUND in codes else "none"
+
+
+__all__ = [
+    "Assignment",
+    "ImageCache",
+    "MatchSettings",
+    "ReferenceModel",
+    "assign_min_cost",
+    "build_reference_model",
+    "colours_from_previous",
+    "colours_from_references",
+    "estimate_shift",
+    "match_regions",
+    "region_features",
+    "region_owners",
+]

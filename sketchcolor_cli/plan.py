@@ -1,0 +1,157 @@
+"""From a resolved manifest to units of work: which frames, with which inputs, in which order.
+
+The plan knows files and frame numbers, never models. When the engine carries colours from frame
+to frame (``frame_dependency == "previous"``), each frame depends on the cut's previous frame
+unless it is a key frame; a requested frame whose dependency is neither requested nor finished on
+disk pulls that dependency into the plan, so a frame comes out the same however a cut is split
+into runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sketchcolor_cli.frames.sequence import FrameSequence, find_sequence, sequence_path
+from sketchcolor_cli.frames.spec import parse_frame_spec
+from sketchcolor_cli.manifest.resolve import ResolvedCut
+
+_EXTENSIONS = {"tiff": "tif"}
+
+
+def frame_seed(cut_seed: int, frame: int) -> int:
+    """A frame's seed: from the cut's seed and the frame number only, never from run order."""
+    digest = hashlib.blake2b(f"sketchcolor:{cut_seed}:{frame}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass
+class FrameUnit:
+    frame: int
+    line_path: Path | None  # None: the cut has no line art for this frame
+    outputs: dict[str, Path]  # layer -> file (every layer the same file for EXR)
+    seed: int
+    depends_on: int | None = None  # the frame whose result this one carries colours from
+    characters: tuple[str, ...] = ()
+    mask_paths: dict[str, Path] = field(default_factory=dict)  # character or "background" -> mask file
+    key_path: Path | None = None  # this frame's own finished colour, when it is a key frame
+    requested: bool = True  # False: planned only because a requested frame depends on it
+    done: bool = False  # every output already exists
+
+    @property
+    def output_files(self) -> list[Path]:
+        return sorted(set(self.outputs.values()))
+
+
+@dataclass
+class Plan:
+    cut: ResolvedCut
+    line_sequence: FrameSequence
+    layers: list[str]  # layers written (the fill layer is added when frames depend on each other)
+    units: list[FrameUnit]  # dependencies before dependents
+    overwrite: bool = False
+
+    def unit(self, frame: int) -> FrameUnit:
+        return self._by_frame[frame]
+
+    def __post_init__(self) -> None:
+        self._by_frame = {u.frame: u for u in self.units}
+
+    @property
+    def todo(self) -> list[FrameUnit]:
+        return [u for u in self.units if self.overwrite and u.requested or not u.done]
+
+    @property
+    def skipped(self) -> list[FrameUnit]:
+        return [u for u in self.units if u.requested and u.done and not self.overwrite]
+
+
+def output_paths(cut: ResolvedCut, layers: list[str], frame: int) -> dict[str, Path]:
+    outputs = cut.manifest.outputs
+    ext = _EXTENSIONS.get(outputs.format, outputs.format)
+    pattern = outputs.file_pattern()
+    paths = {}
+    for layer in layers:
+        named = pattern.replace("{cut}", cut.name).replace("{layer}", layer).replace("{ext}", ext)
+        paths[layer] = sequence_path(named, cut.output_dir, frame)
+    return paths
+
+
+def cut_frames(cut: ResolvedCut, sequence: FrameSequence) -> list[int]:
+    """The frames that make up the cut: the manifest's range, else every frame found."""
+    if cut.manifest.frames.range:
+        return sorted(set(parse_frame_spec(cut.manifest.frames.range)))
+    return sorted(sequence.frames)
+
+
+def build_plan(
+    cut: ResolvedCut,
+    *,
+    frame_dependency: str = "none",
+    selection: list[int] | None = None,
+    overwrite: bool = False,
+) -> Plan:
+    manifest = cut.manifest
+    sequence = find_sequence(manifest.frames.source, cut.cut_dir)
+    frames = cut_frames(cut, sequence)
+    requested = sorted(set(selection)) if selection is not None else frames
+    carries = frame_dependency == "previous"
+
+    layers = list(manifest.outputs.layers)
+    if carries and "fill" not in layers:
+        # A resumed run reads the previous frame back from its palette-exact fill layer.
+        layers.append("fill")
+
+    key_frames: dict[int, Path] = {}
+    if manifest.keys is not None:
+        keys = find_sequence(manifest.keys.source, cut.cut_dir)
+        wanted = set(parse_frame_spec(manifest.keys.frames)) if manifest.keys.frames else set(keys.frames)
+        key_frames = {f: p for f, p in keys.frames.items() if f in wanted}
+
+    appears = {
+        c.name: (set(parse_frame_spec(c.frames)) if c.frames else None) for c in manifest.characters
+    }
+    existing = [f for f in frames if f in sequence.frames]
+    previous_of = {f: (existing[i - 1] if i > 0 else None) for i, f in enumerate(existing)}
+
+    def make_unit(frame: int, is_requested: bool) -> FrameUnit:
+        present = tuple(name for name, where in appears.items() if where is None or frame in where)
+        masks = {
+            c.name: sequence_path(c.masks, cut.cut_dir, frame)
+            for c in manifest.characters
+            if c.masks and c.name in present
+        }
+        if manifest.background.masks:
+            masks["background"] = sequence_path(manifest.background.masks, cut.cut_dir, frame)
+        outputs = output_paths(cut, layers, frame)
+        depends = None
+        if carries and frame not in key_frames:
+            depends = previous_of.get(frame)
+        return FrameUnit(
+            frame=frame,
+            line_path=sequence.frames.get(frame),
+            outputs=outputs,
+            seed=frame_seed(manifest.seed, frame),
+            depends_on=depends,
+            characters=present,
+            mask_paths=masks,
+            key_path=key_frames.get(frame),
+            requested=is_requested,
+            done=all(p.is_file() for p in outputs.values()),
+        )
+
+    units: dict[int, FrameUnit] = {f: make_unit(f, True) for f in requested}
+    # Pull in unfinished dependencies (walking back along the cut) until a finished frame, a key
+    # frame or the cut's first frame.
+    for frame in requested:
+        unit = units[frame]
+        while unit.depends_on is not None and unit.depends_on not in units:
+            dependency = make_unit(unit.depends_on, False)
+            if dependency.done:
+                units[dependency.frame] = dependency
+                break
+            units[dependency.frame] = dependency
+            unit = dependency
+    ordered = [units[f] for f in sorted(units)]
+    return Plan(cut=cut, line_sequence=sequence, layers=layers, units=ordered, overwrite=overwrite)

@@ -1,0 +1,80 @@
+"""One cut from manifest to finished outputs: resolve, plan, run, then the cut's review files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sketchcolor_cli.engines.base import engine_class
+from sketchcolor_cli.frames.spec import parse_frame_spec
+from sketchcolor_cli.manifest.resolve import ResolvedCut, load_cut
+from sketchcolor_cli.plan import Plan, build_plan
+from sketchcolor_cli.runner.logs import RunSummary, write_json_atomic
+from sketchcolor_cli.runner.progress import Reporter
+from sketchcolor_cli.runner.run import run_plan
+
+CONTACT_SHEET = "contact_sheet.png"
+FLIPBOOK = "flipbook.mp4"
+
+
+@dataclass
+class RunRequest:
+    """What the command line asked for one cut."""
+
+    target: Path
+    preset: str | None = None
+    overrides: dict[str, Any] | None = None
+    frames: str | None = None
+    overwrite: bool = False
+
+
+def plan_cut(request: RunRequest) -> Plan:
+    cut = load_cut(request.target, preset=request.preset, overrides=request.overrides)
+    selection = parse_frame_spec(request.frames) if request.frames else None
+    dependency = engine_class(cut.manifest.engine.name).frame_dependency
+    return build_plan(cut, frame_dependency=dependency, selection=selection, overwrite=request.overwrite)
+
+
+def run_cut(plan: Plan, reporter: Reporter) -> RunSummary:
+    summary = run_plan(plan, reporter=reporter)
+    if summary.frames_done or summary.frames_skipped:
+        extras = write_cut_review(plan)
+        summary.extras.update({name: str(path) for name, path in extras.items()})
+        write_json_atomic(plan.cut.output_dir / "logs" / "summary.json", summary.to_dict())
+    return summary
+
+
+def _cells(plan: Plan, layer: str) -> list:
+    return [(unit.frame, unit.outputs.get(layer)) for unit in plan.units]
+
+
+def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:
+    """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all)."""
+    from sketchcolor_cli.outputs.contact_sheet import write_contact_sheet
+
+    cut: ResolvedCut = plan.cut
+    outputs = cut.manifest.outputs
+    written: dict[str, Path] = {}
+    shown = [layer for layer in ("color", "review") if layer in plan.layers]
+    line_cells = {unit.frame: (unit.line_path, "") for unit in plan.units}
+    if contact_sheet if contact_sheet is not None else outputs.contact_sheet:
+        rows = [
+            (unit.frame, [line_cells[unit.frame]] + [(unit.outputs[layer], layer) for layer in shown])
+            for unit in plan.units
+        ]
+        references = [cut.path(sheet.image) for c in cut.manifest.characters for sheet in c.references]
+        written["contact_sheet"] = write_contact_sheet(
+            rows, ["line"] + shown, references, cut.output_dir / CONTACT_SHEET, title=f"{cut.name}  ({cut.manifest.engine.name})"
+        )
+    if (flipbook if flipbook is not None else outputs.flipbook) and shown:
+        from sketchcolor_cli.outputs.flipbook import write_flipbook
+
+        written["flipbook"] = write_flipbook(
+            [(unit.frame, unit.outputs[shown[0]]) for unit in plan.units],
+            cut.output_dir / FLIPBOOK,
+            fps=cut.manifest.fps,
+            label=cut.name,
+            layer=shown[0],
+        )
+    return written

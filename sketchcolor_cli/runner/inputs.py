@@ -1,0 +1,129 @@
+"""Reading what a frame needs (line art, masks, references, palettes) into engine work items."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from sketchcolor_cli.engines.base import FULL, PreviousResult, Reference, WorkItem
+from sketchcolor_cli.errors import FrameError
+from sketchcolor_cli.frames.images import ImageError, read_rgba16
+from sketchcolor_cli.manifest.resolve import ResolvedCut
+from sketchcolor_cli.plan import FrameUnit
+
+
+def hex_to_rgb16(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    return tuple(int(value[i : i + 2], 16) * 257 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def read_palette(cut: ResolvedCut, palette: str | dict[str, str] | None) -> dict[str, tuple[int, int, int]] | None:
+    if palette is None:
+        return None
+    if isinstance(palette, str):
+        path = cut.path(palette)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise FrameError(f"cannot read palette {path}: {error}") from None
+        if not isinstance(data, dict):
+            raise FrameError(f"palette {path} must map colour names to '#rrggbb'")
+        palette = {str(k): str(v) for k, v in data.items()}
+    return {name: hex_to_rgb16(color) for name, color in palette.items()}
+
+
+def read_mask(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
+    if not path.is_file():
+        raise FrameError(f"{what} {path} is missing; add it or remove `masks` from the manifest")
+    image = read_rgba16(path)
+    if image.shape[:2] != shape:
+        raise FrameError(
+            f"{what} {path} is {image.shape[1]}x{image.shape[0]} but the line art is {shape[1]}x{shape[0]}"
+        )
+    has_alpha = image[:, :, 3].min() < FULL
+    values = image[:, :, 3] if has_alpha else image[:, :, :3].max(axis=2)
+    return values >= FULL // 2
+
+
+class CutInputs:
+    """Loads a cut's shared inputs once (references, palettes, background) and each frame's own."""
+
+    def __init__(self, cut: ResolvedCut):
+        self.cut = cut
+
+    @cached_property
+    def references(self) -> dict[str, tuple[Reference, ...]]:
+        """character -> its references (model sheets), read once per run."""
+        loaded: dict[str, tuple[Reference, ...]] = {}
+        for character in self.cut.manifest.characters:
+            palette = read_palette(self.cut, character.palette)
+            sheets = []
+            for sheet in character.references:
+                image_path = self.cut.path(sheet.image)
+                image = read_rgba16(image_path)
+                line = read_rgba16(self.cut.path(sheet.line)) if sheet.line else None
+                if line is not None and line.shape[:2] != image.shape[:2]:
+                    raise FrameError(
+                        f"reference line art {sheet.line} is {line.shape[1]}x{line.shape[0]} but its colour "
+                        f"sheet {sheet.image} is {image.shape[1]}x{image.shape[0]}; they must be the same drawing"
+                    )
+                sheets.append(
+                    Reference(character=character.name, image=image, line=line, palette=palette, source=str(image_path))
+                )
+            loaded[character.name] = tuple(sheets)
+        return loaded
+
+    @cached_property
+    def background(self) -> np.ndarray | None:
+        settings = self.cut.manifest.background
+        if settings.mode == "reference" and settings.reference:
+            return read_rgba16(self.cut.path(settings.reference))
+        return None
+
+    def work_item(self, unit: FrameUnit, previous: PreviousResult | None) -> WorkItem:
+        if unit.line_path is None:
+            raise FrameError(
+                f"no line art for frame {unit.frame} ({self.cut.manifest.frames.source} has no file for it)"
+            )
+        try:
+            line_art = read_rgba16(unit.line_path)
+            shape = line_art.shape[:2]
+            masks = {name: read_mask(path, shape, f"{name} mask") for name, path in unit.mask_paths.items()}
+            references = [r for name in unit.characters for r in self.references.get(name, ())]
+            if unit.key_path is not None:
+                key = read_rgba16(unit.key_path)
+                if key.shape[:2] != shape:
+                    raise FrameError(f"key frame {unit.key_path} is not the size of the line art {unit.line_path}")
+                references.insert(0, Reference(character="", image=key, line=line_art, source=str(unit.key_path),
+                                               frame=unit.frame))
+        except ImageError as error:
+            raise FrameError(str(error)) from None
+        if previous is not None and previous.line_art.shape != line_art.shape:
+            previous = None  # a size change breaks the carry; colour from the references instead
+        return WorkItem(
+            frame=unit.frame,
+            line_art=line_art,
+            references=tuple(references),
+            seed=unit.seed,
+            masks=masks,
+            previous=previous,
+            background=self.background_for(shape),
+        )
+
+    def background_for(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The background image at the frame's size: the reference, a plain colour, or none."""
+        settings = self.cut.manifest.background
+        if settings.mode == "color" and settings.color:
+            plain = np.empty(shape + (4,), dtype=np.uint16)
+            plain[:, :, :3] = hex_to_rgb16(settings.color)
+            plain[:, :, 3] = FULL
+            return plain
+        background = self.background
+        if background is not None and background.shape[:2] != shape:
+            import cv2
+
+            background = cv2.resize(background, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        return background

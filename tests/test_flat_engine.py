@@ -1,0 +1,446 @@
+"""Tests of the flat (paint-bucket) engine on small line-art scenes drawn with cv2."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from sketchcolor_cli.engines.base import FULL, PreviousResult, Reference, WorkItem, engine_class, to_rgba16
+from sketchcolor_cli.engines.flat import FlatEngine, FlatSettings
+from sketchcolor_cli.engines.flat.match import assign_min_cost
+from sketchcolor_cli.engines.flat.segment import index_colours, segment_line_art
+
+SIZE = 128
+INK = (0, 0, 0)
+SKIN = (236, 196, 170)
+EYE = (40, 120, 60)
+SHIRT = (200, 40, 50)
+PANTS = (40, 60, 150)
+LEFT = (230, 180, 150)
+RIGHT = (60, 90, 200)
+SHADE = (150, 70, 160)
+
+
+def blank(size: int = SIZE) -> np.ndarray:
+    return np.full((size, size, 3), 255, np.uint8)
+
+
+def rgba(image_bgr_free: np.ndarray) -> np.ndarray:
+    """The test images are drawn directly in RGB order; to the engine's uint16 RGBA."""
+    return to_rgba16(image_bgr_free)
+
+
+def colour16(rgb: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    return (rgb[0] * 257, rgb[1] * 257, rgb[2] * 257, FULL)
+
+
+def figure(scale: float = 1.0, dx: int = 0, dy: int = 0, paint: bool = False, size: int = SIZE) -> np.ndarray:
+    """A little character: head with an eye, body split into shirt and pants. Lines 2 px."""
+    image = blank(size)
+    cx, cy = size // 2 + dx, size // 2 + dy
+
+    def p(x: float, y: float) -> tuple[int, int]:
+        return int(round(cx + x * scale)), int(round(cy + y * scale))
+
+    head_r, eye_r = int(round(18 * scale)), max(3, int(round(5 * scale)))
+    if paint:
+        cv2.circle(image, p(0, -30), head_r, SKIN, -1)
+        cv2.circle(image, p(6, -32), eye_r, EYE, -1)
+        cv2.rectangle(image, p(-22, -10), p(22, 15), SHIRT, -1)
+        cv2.rectangle(image, p(-22, 15), p(22, 42), PANTS, -1)
+    cv2.circle(image, p(0, -30), head_r, INK, 2)
+    cv2.circle(image, p(6, -32), eye_r, INK, 2)
+    cv2.rectangle(image, p(-22, -10), p(22, 42), INK, 2)
+    cv2.line(image, p(-22, 15), p(22, 15), INK, 2)
+    return image
+
+
+FIGURE_PARTS = {"skin": (0, -40), "eye": (6, -32), "shirt": (-12, 2), "pants": (-12, 30)}
+FIGURE_COLOURS = {"skin": SKIN, "eye": EYE, "shirt": SHIRT, "pants": PANTS}
+
+
+def part_pixel(part: str, scale: float = 1.0, dx: int = 0, dy: int = 0, size: int = SIZE) -> tuple[int, int]:
+    x, y = FIGURE_PARTS[part]
+    return int(round(size // 2 + dy + y * scale)), int(round(size // 2 + dx + x * scale))
+
+
+def split_circle(paint: bool = False, hint: bool = False) -> np.ndarray:
+    image = blank()
+    if paint:
+        cv2.circle(image, (64, 64), 40, LEFT, -1)
+        cv2.rectangle(image, (64, 20), (110, 110), RIGHT, -1)
+        cv2.circle(image, (64, 64), 40, INK, 2)  # repaint what the rectangle covered outside
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        cv2.circle(mask, (64, 64), 41, 1, -1)
+        image[mask == 0] = 255
+        if hint:
+            image[70:106, 64:110][(image[70:106, 64:110] == RIGHT).all(axis=2)] = SHADE
+    cv2.circle(image, (64, 64), 40, INK, 2)
+    cv2.line(image, (64, 24), (64, 104), INK, 2)
+    if hint:
+        cv2.line(image, (64, 70), (106, 70), (255, 0, 0), 2)
+    return image
+
+
+def settings(**changes: object) -> FlatSettings:
+    return FlatSettings(**changes)
+
+
+def run(item: WorkItem, **changes: object):
+    return FlatEngine.load(settings(**changes)).colorize([item])[0]
+
+
+def key_item(line: np.ndarray, painted: np.ndarray, frame: int = 1) -> WorkItem:
+    key = Reference(character="", image=rgba(painted), frame=frame, source="key")
+    return WorkItem(frame=frame, line_art=rgba(line), references=(key,), seed=0)
+
+
+def sheet(scale: float = 1.0, with_line: bool = True) -> Reference:
+    return Reference(
+        character="",
+        image=rgba(figure(scale, paint=True)),
+        line=rgba(figure(scale)) if with_line else None,
+        source="sheet",
+    )
+
+
+def colour_set(layer: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(int(v) for v in c) for c in np.unique(layer.reshape(-1, 4), axis=0)}
+
+
+# ---- the engine's place in the interface --------------------------------------------------------
+
+
+def test_engine_is_registered_and_settings_are_documented() -> None:
+    assert engine_class("flat") is FlatEngine
+    assert FlatEngine.frame_dependency == "previous"
+    schema = FlatSettings.model_json_schema()
+    for name in ("line_threshold", "gap_close_px", "hint_lines", "min_region_px", "review_threshold"):
+        assert schema["properties"][name]["description"]
+    with pytest.raises(ValueError):
+        FlatSettings(unknown_key=1)
+
+
+# ---- segmentation --------------------------------------------------------------------------------
+
+
+def segment(line: np.ndarray, **changes: object):
+    s = settings(**changes)
+    return segment_line_art(
+        rgba(line),
+        line_threshold=s.line_threshold,
+        gap_close_px=s.gap_close_px,
+        hint_lines=s.hint_lines,
+        min_region_px=s.min_region_px,
+    )
+
+
+def test_split_circle_has_two_halves_and_the_outside() -> None:
+    seg = segment(split_circle())
+    assert seg.n_regions == 3
+    left, right, outside = seg.labels[64, 40], seg.labels[64, 88], seg.labels[5, 5]
+    assert len({int(left), int(right), int(outside)}) == 3 and 0 not in (left, right, outside)
+    assert seg.touches_border[outside] and not seg.touches_border[left] and not seg.touches_border[right]
+    # Every paper pixel belongs to a region; every region pixel is paper.
+    paper = split_circle()[:, :, 0] > 127
+    assert np.array_equal(seg.labels > 0, paper)
+    # The halves are mirror images: equal areas, centroids either side of x = 64.
+    assert abs(int(seg.area[left]) - int(seg.area[right])) <= 0.02 * seg.area[left]
+    assert seg.centroid[left][0] < 64 < seg.centroid[right][0]
+    x, y, w, h = seg.bbox[left]
+    assert 24 <= x <= 26 and w < 40 and h > 70
+
+
+def gapped_square(gap: int) -> np.ndarray:
+    image = blank()
+    cv2.rectangle(image, (30, 30), (98, 98), INK, 1)
+    image[60 : 60 + gap, 98] = 255  # a gap of `gap` px in the right side
+    return image
+
+
+@pytest.mark.parametrize("thickness", [1, 2])
+def test_three_pixel_gap_is_closed_without_losing_pixels(thickness: int) -> None:
+    line = blank()
+    cv2.circle(line, (64, 64), 40, INK, thickness)
+    line[62:65, 100:110] = 255  # a 3 px gap on the right
+    leaky = segment(line, gap_close_px=0)
+    assert leaky.labels[64, 64] == leaky.labels[5, 5]  # without closing the inside leaks out
+    seg = segment(line, gap_close_px=4)
+    assert seg.labels[64, 64] != seg.labels[5, 5]
+    assert seg.n_regions == 2
+    # The paper of the gap is handed back to the regions, not turned into line.
+    assert np.array_equal(seg.labels > 0, line[:, :, 0] > 127)
+
+
+def test_gap_does_not_leak_colour() -> None:
+    line = gapped_square(3)
+    painted = line.copy()
+    cv2.rectangle(painted, (31, 31), (97, 97), SHIRT, -1)
+    out = run(key_item(line, painted))
+    inside, outside = out.fill[64, 64], out.fill[5, 5]
+    assert tuple(inside) == colour16(SHIRT)
+    assert outside[3] == 0  # the background stays transparent: it did not flood the square
+    # With gap closing off, the square and the outside are one region and the larger side wins.
+    leaked = run(key_item(line, painted), gap_close_px=0)
+    assert leaked.fill[64, 64, 3] == 0
+
+
+def test_thin_enclosed_strip_survives_gap_closing() -> None:
+    line = blank()
+    cv2.rectangle(line, (30, 30), (98, 98), INK, 1)
+    cv2.rectangle(line, (40, 60), (88, 63), INK, 1)  # a closed strip 2 px high: narrower than the gap
+    seg = segment(line, gap_close_px=4)
+    strip = seg.labels[61, 64]
+    assert strip > 0 and strip not in (seg.labels[50, 64], seg.labels[5, 5])
+    assert seg.area[strip] == 2 * 47
+
+
+def test_specks_merge_into_a_neighbour() -> None:
+    line = split_circle()
+    line[39:42, 39:42] = 0  # a 3 x 3 ink blot with a 1 px hole: the hole is a speck region
+    line[40, 40] = 255
+    seg = segment(line, min_region_px=3)
+    assert seg.labels[40, 40] == 0 and seg.n_regions == 3
+    out = run(key_item(line, split_circle(paint=True)))
+    assert tuple(out.fill[40, 40]) == colour16(LEFT)
+
+
+# ---- painting ------------------------------------------------------------------------------------
+
+
+def test_fill_is_palette_exact_and_lines_are_original() -> None:
+    line = split_circle()
+    out = run(key_item(line, split_circle(paint=True)))
+    assert colour_set(out.fill) == {colour16(LEFT), colour16(RIGHT), (0, 0, 0, 0)}
+    assert tuple(out.fill[64, 40]) == colour16(LEFT) and tuple(out.fill[64, 88]) == colour16(RIGHT)
+    # The fill has no line: line pixels hold a neighbouring region's colour.
+    ink = line[:, :, 0] < 128
+    assert set(map(tuple, out.fill[ink].tolist())) <= {colour16(LEFT), colour16(RIGHT), (0, 0, 0, 0)}
+    full = out.line == FULL
+    assert full.sum() == ink.sum()
+    assert np.array_equal(out.color[full], rgba(line)[full])
+    assert np.array_equal(out.color[~full], out.fill[~full])  # aliased art: no partial pixels
+    assert out.stats["source"] == "key" and out.stats["regions"] == 3
+    json.dumps(out.stats)
+
+
+def test_background_is_transparent_or_from_the_background_image() -> None:
+    item = WorkItem(frame=1, line_art=rgba(figure()), references=(sheet(),), seed=0)
+    out = run(item)
+    assert out.fill[0, 0, 3] == 0 and out.fill[5, 120, 3] == 0
+    assert out.color[0, 0, 3] == 0
+    backdrop = np.zeros((SIZE, SIZE, 3), np.uint8)
+    backdrop[:] = (120, 200, 240)
+    backdrop[:4, :4] = (0, 0, 0)  # a few odd pixels do not win the vote
+    with_bg = WorkItem(
+        frame=1, line_art=rgba(figure()), references=(sheet(),), seed=0, background=rgba(backdrop)
+    )
+    out = run(with_bg)
+    assert tuple(out.fill[0, 0]) == colour16((120, 200, 240))
+    assert tuple(out.fill[5, 120]) == colour16((120, 200, 240))
+
+
+def test_anti_aliased_lines_blend_over_the_fill() -> None:
+    line = blank()
+    cv2.circle(line, (64, 64), 40, INK, 2, lineType=cv2.LINE_AA)
+    painted = line.copy()
+    cv2.circle(painted, (64, 64), 39, SHIRT, -1)
+    out = run(key_item(line, painted))
+    partial = (out.line > 0) & (out.line < FULL) & (out.fill[:, :, 3] == FULL)
+    assert partial.sum() > 50
+    fill = out.fill[partial, :3].astype(np.int64)
+    color = out.color[partial, :3].astype(np.int64)
+    # Ink darkens the fill towards black in proportion to coverage, never brightens or tints it.
+    assert (color <= fill + 1).all()
+    coverage = out.line[partial].astype(np.float64) / FULL
+    expected = fill * (1 - coverage[:, None])
+    assert np.abs(color - expected).max() <= 0.02 * FULL
+    full = out.line == FULL
+    assert np.array_equal(out.color[full], rgba(line)[full])
+
+
+def test_hint_line_splits_a_region_and_takes_its_colour() -> None:
+    line = split_circle(hint=True)
+    painted = split_circle(paint=True, hint=True)
+    seg = segment(line)
+    assert seg.n_regions == 4  # the red stroke splits the right half
+    assert seg.hint[70, 80] and not seg.ink[70, 80]
+    out = run(key_item(line, painted))
+    assert tuple(out.fill[64, 88]) == colour16(RIGHT) and tuple(out.fill[80, 88]) == colour16(SHADE)
+    red = (line[:, :, 0] == 255) & (line[:, :, 1] == 0)
+    red[:, :70] = red[:, 100:] = False  # away from the ends, where other regions are nearer
+    assert red.sum() > 40
+    for layer in (out.fill, out.color):
+        assert set(map(tuple, layer[red].tolist())) <= {colour16(RIGHT), colour16(SHADE)}
+    assert (out.line[red] == 0).all()
+    # With hint lines off the red stroke is ink: it stays visible in the colour layer.
+    plain = run(key_item(line, painted), hint_lines=False)
+    assert np.array_equal(plain.color[red], rgba(line)[red])
+
+
+def test_transparent_paper_with_alpha_lines() -> None:
+    drawn = split_circle()
+    alpha = (255 - drawn[:, :, 0]).astype(np.uint8)
+    line = np.zeros((SIZE, SIZE, 4), np.uint8)
+    line[:, :, 3] = alpha  # black ink, coverage in alpha, paper fully transparent
+    key = Reference(character="", image=rgba(split_circle(paint=True)), frame=3)
+    out = run(WorkItem(frame=3, line_art=rgba(line), references=(key,), seed=0))
+    assert tuple(out.fill[64, 40]) == colour16(LEFT) and tuple(out.fill[64, 88]) == colour16(RIGHT)
+    assert out.fill[5, 5, 3] == 0
+    full = out.line == FULL
+    assert full.sum() == (alpha == 255).sum()
+    assert np.array_equal(out.color[full], rgba(line)[full])
+    assert colour_set(out.fill) == {colour16(LEFT), colour16(RIGHT), (0, 0, 0, 0)}
+
+
+def test_sixteen_bit_line_art_and_colours_stay_exact() -> None:
+    drawn = split_circle()
+    line = np.where(drawn > 127, np.uint16(61234), np.uint16(1234)).astype(np.uint16)
+    line = to_rgba16(line)
+    left, right = (50001, 40003, 30007, FULL), (1009, 20011, 60013, FULL)
+    key = np.zeros((SIZE, SIZE, 4), np.uint16)
+    key[:, :64] = left
+    key[:, 64:] = right
+    out = run(WorkItem(frame=1, line_art=line, references=(Reference("", key, frame=1),), seed=0))
+    assert tuple(out.fill[64, 40]) == left and tuple(out.fill[64, 88]) == right
+    assert colour_set(out.fill) <= {left, right}
+    full = out.line == FULL
+    assert not full.any()  # lines at 1234/65535 are not fully dark: they blend over the fill
+    assert (out.line[drawn[:, :, 0] < 128] > 0.95 * FULL).all()
+
+
+# ---- matching ------------------------------------------------------------------------------------
+
+
+def assert_parts(fill: np.ndarray, scale: float = 1.0, dx: int = 0, dy: int = 0) -> None:
+    for part, colour in FIGURE_COLOURS.items():
+        y, x = part_pixel(part, scale, dx, dy)
+        assert tuple(fill[y, x]) == colour16(colour), part
+
+
+@pytest.mark.parametrize("with_line", [True, False])
+def test_reference_sheet_matches_a_moved_and_scaled_drawing(with_line: bool) -> None:
+    item = WorkItem(frame=4, line_art=rgba(figure(0.8, dx=9, dy=6)), references=(sheet(1.0, with_line),), seed=0)
+    out = run(item)
+    assert_parts(out.fill, 0.8, 9, 6)
+    assert out.fill[0, 0, 3] == 0
+    assert out.stats["source"] == "reference"
+    palette = {colour16(c) for c in FIGURE_COLOURS.values()} | {(0, 0, 0, 0)}
+    assert colour_set(out.fill) <= palette
+
+
+def test_reference_palette_snaps_near_colours() -> None:
+    painted = figure(paint=True)
+    painted[(painted == SHIRT).all(axis=2)] = (201, 41, 50)  # off by one from the named colour
+    named = {name: tuple(v * 257 for v in rgb) for name, rgb in FIGURE_COLOURS.items()}
+    ref = Reference("", rgba(painted), line=rgba(figure()), palette=named)
+    out = run(WorkItem(frame=1, line_art=rgba(figure(0.9)), references=(ref,), seed=0))
+    assert_parts(out.fill, 0.9)
+
+
+def test_previous_frame_carries_colours_through_motion() -> None:
+    engine = FlatEngine.load(FlatSettings())
+    first = WorkItem(frame=1, line_art=rgba(figure()), references=(sheet(),), seed=0)
+    one = engine.colorize([first])[0]
+    assert_parts(one.fill)
+    previous = PreviousResult(frame=1, line_art=first.line_art, fill=one.fill)
+    second = WorkItem(frame=2, line_art=rgba(figure(dx=7, dy=-5)), references=(), seed=0, previous=previous)
+    two = engine.colorize([second])[0]
+    assert_parts(two.fill, dx=7, dy=-5)
+    assert two.stats["source"] == "previous"
+    assert two.stats["shift_px"] == [7, -5]
+    assert two.fill[0, 0, 3] == 0 and two.stats["unsure_regions"] == 0
+
+
+def test_per_character_masks_pick_their_own_references() -> None:
+    line = np.concatenate([figure(), figure(0.9, dx=4)], axis=1)  # ann left, bob right
+    height, width = line.shape[:2]
+    silhouette = np.concatenate([figure(paint=True), figure(0.9, dx=4, paint=True)], axis=1).min(axis=2) < 250
+    silhouette = cv2.dilate(silhouette.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    masks = {"ann": silhouette.copy(), "bob": silhouette.copy()}
+    masks["ann"][:, SIZE:] = False
+    masks["bob"][:, :SIZE] = False
+    recolour = {SKIN: (250, 220, 200), EYE: (20, 20, 200), SHIRT: (250, 200, 20), PANTS: (90, 90, 90)}
+    bob_painted = figure(paint=True)
+    for old, new in recolour.items():
+        bob_painted[(bob_painted == old).all(axis=2)] = new
+    refs = (
+        Reference("ann", rgba(figure(paint=True)), line=rgba(figure())),
+        Reference("bob", rgba(bob_painted), line=rgba(figure())),
+    )
+    out = run(WorkItem(frame=1, line_art=rgba(line), references=refs, seed=0, masks=masks))
+    assert_parts(out.fill[:, :SIZE])
+    for part, colour in FIGURE_COLOURS.items():
+        y, x = part_pixel(part, 0.9, dx=4)
+        assert tuple(out.fill[y, SIZE + x]) == colour16(recolour[colour]), part
+    ann_colours = {colour16(c) for c in FIGURE_COLOURS.values()} | {(0, 0, 0, 0)}
+    bob_colours = {colour16(c) for c in recolour.values()} | {(0, 0, 0, 0)}
+    assert colour_set(out.fill[:, :SIZE]) <= ann_colours
+    assert colour_set(out.fill[:, SIZE:]) <= bob_colours
+
+
+def test_assignment_prefers_one_to_one_then_allows_many_to_one() -> None:
+    cost = np.array([[0.10, 0.20, 5.0], [0.12, 0.18, 5.0], [0.30, 4.0, 5.0]])
+    # Row 1 would rather take column 0, but row 0 fits it better and row 1 has column 1 nearby;
+    # row 2 has nothing near but column 0, which it shares.
+    assert assign_min_cost(cost).tolist() == [0, 1, 0]
+
+
+def test_unsure_region_is_marked_for_review() -> None:
+    three = blank()
+    cv2.circle(three, (64, 64), 40, INK, 2)
+    cv2.line(three, (52, 24), (52, 104), INK, 2)
+    cv2.line(three, (76, 24), (76, 104), INK, 2)
+    painted = three.copy()
+    for x, colour in ((40, LEFT), (64, SHADE), (88, RIGHT)):
+        cv2.floodFill(painted, None, (x, 64), colour)
+    engine = FlatEngine.load(FlatSettings())
+    first = engine.colorize([key_item(three, painted)])[0]
+    assert first.stats["unsure_regions"] == 0
+    # The next drawing lost its inner lines: the whole disc votes among three colours.
+    whole = blank()
+    cv2.circle(whole, (64, 64), 40, INK, 2)
+    previous = PreviousResult(frame=1, line_art=rgba(three), fill=first.fill)
+    item = WorkItem(frame=2, line_art=rgba(whole), references=(), seed=0, previous=previous)
+    out = engine.colorize([item])[0]
+    assert out.stats["unsure_regions"] == 1 and out.stats["mean_confidence"] < 0.9
+    disc = (out.fill[:, :, 3] == FULL) & (whole[:, :, 0] > 127)
+    marked = (out.review[:, :, 0] == FULL) & (out.review[:, :, 1] == 0) & (out.review[:, :, 2] == FULL)
+    assert marked[disc].mean() > 0.3  # hatched
+    assert not marked[~disc & (whole[:, :, 0] > 127)].any()  # the sure background is not
+    confident = first.review[64, 40].astype(np.int64)
+    vivid = first.fill[64, 40].astype(np.int64)
+    assert np.ptp(confident[:3]) < np.ptp(vivid[:3])  # confident regions are shown desaturated
+
+
+def test_same_inputs_give_the_same_bytes() -> None:
+    first = WorkItem(frame=1, line_art=rgba(figure(0.85, dx=3)), references=(sheet(),), seed=1)
+    one = FlatEngine.load(FlatSettings()).colorize([first])[0]
+    previous = PreviousResult(frame=1, line_art=first.line_art, fill=one.fill)
+    second = WorkItem(frame=2, line_art=rgba(figure(0.85, dx=6)), references=(sheet(),), seed=2, previous=previous)
+    runs = [FlatEngine.load(FlatSettings()).colorize([first, second]) for _ in range(2)]
+    for a, b in zip(*runs):
+        for name in ("color", "fill", "line", "review"):
+            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+        assert a.stats == b.stats
+
+
+def test_missing_sources_and_mismatched_sizes_are_explained() -> None:
+    with pytest.raises(ValueError, match="frame 7.*reference"):
+        run(WorkItem(frame=7, line_art=rgba(figure()), references=(), seed=0))
+    key = Reference("", rgba(np.zeros((64, 64, 3), np.uint8)), frame=7, source="k.png")
+    with pytest.raises(ValueError, match="k.png"):
+        run(WorkItem(frame=7, line_art=rgba(figure()), references=(key,), seed=0))
+
+
+def test_index_colours_is_exact_for_many_colours() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, FULL + 1, (50, 70, 4), dtype=np.uint16)
+    image[:, :, 3] = np.where(rng.random((50, 70)) < 0.2, 0, image[:, :, 3])
+    index, palette = index_colours(image)
+    expected = np.where(image[:, :, 3:] == 0, 0, image)
+    assert np.array_equal(palette[index], expected)
+    assert len(palette) == len(np.unique(expected.reshape(-1, 4), axis=0))
