@@ -4,10 +4,8 @@ schema, presets, frame, eval, preview."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

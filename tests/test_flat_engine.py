@@ -382,6 +382,42 @@ def test_per_character_masks_pick_their_own_references() -> None:
     assert colour_set(out.fill[:, SIZE:]) <= bob_colours
 
 
+def two_characters(ann_dx: int, bob_dx: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Line art of ann (left half) and bob (right half, 0.9 scale), their silhouette masks, paint."""
+    line = np.concatenate([figure(dx=ann_dx), figure(0.9, dx=bob_dx)], axis=1)
+    painted = np.concatenate([figure(dx=ann_dx, paint=True), figure(0.9, dx=bob_dx, paint=True)], axis=1)
+    silhouette = cv2.dilate((painted.min(axis=2) < 250).view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    masks = {"ann": silhouette.copy(), "bob": silhouette.copy()}
+    masks["ann"][:, SIZE:] = False
+    masks["bob"][:, :SIZE] = False
+    return line, masks, painted
+
+
+def test_per_character_shifts_carry_two_characters_moving_apart() -> None:
+    line, masks, painted = two_characters(0, 0)
+    engine = FlatEngine.load(FlatSettings())
+    first = engine.colorize([key_item(line, painted)])[0]
+    previous = PreviousResult(frame=1, line_art=rgba(line), fill=first.fill, masks=masks)
+    # Ann jumps 30 px left, bob 30 px right: too far apart for one shift or for the optical flow.
+    line2, masks2, _ = two_characters(-30, 30)
+
+    def parts_right(out) -> bool:
+        ann = all(tuple(out.fill[part_pixel(p, dx=-30)]) == colour16(c) for p, c in FIGURE_COLOURS.items())
+        bob = all(
+            tuple(out.fill[part_pixel(p, 0.9, dx=30)[0], SIZE + part_pixel(p, 0.9, dx=30)[1]]) == colour16(c)
+            for p, c in FIGURE_COLOURS.items()
+        )
+        return ann and bob
+
+    item = WorkItem(frame=2, line_art=rgba(line2), references=(), seed=0, masks=masks2, previous=previous)
+    out = engine.colorize([item])[0]
+    assert parts_right(out) and out.stats["unsure_regions"] == 0
+    # Without the masks the engine cannot follow both: it gets parts wrong, or says it is unsure.
+    unmasked = WorkItem(frame=2, line_art=rgba(line2), references=(), seed=0, previous=previous)
+    blind = engine.colorize([unmasked])[0]
+    assert not parts_right(blind) or blind.stats["unsure_regions"] > 0
+
+
 def test_assignment_prefers_one_to_one_then_allows_many_to_one() -> None:
     cost = np.array([[0.10, 0.20, 5.0], [0.12, 0.18, 5.0], [0.30, 4.0, 5.0]])
     # Row 1 would rather take column 0, but row 0 fits it better and row 1 has column 1 nearby;
@@ -418,14 +454,24 @@ def test_unsure_region_is_marked_for_review() -> None:
 
 def test_same_inputs_give_the_same_bytes() -> None:
     first = WorkItem(frame=1, line_art=rgba(figure(0.85, dx=3)), references=(sheet(),), seed=1)
-    one = FlatEngine.load(FlatSettings()).colorize([first])[0]
+    engine = FlatEngine.load(FlatSettings())
+    one = engine.colorize([first])[0]
     previous = PreviousResult(frame=1, line_art=first.line_art, fill=one.fill)
     second = WorkItem(frame=2, line_art=rgba(figure(0.85, dx=6)), references=(sheet(),), seed=2, previous=previous)
-    runs = [FlatEngine.load(FlatSettings()).colorize([first, second]) for _ in range(2)]
-    for a, b in zip(*runs):
-        for name in ("color", "fill", "line", "review"):
-            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
-        assert a.stats == b.stats
+    # The engine that painted frame 1 reuses its analysis of it; a fresh engine, and copies of
+    # the arrays, make it start from scratch. All must agree to the byte.
+    warm = engine.colorize([second])[0]
+    cold = FlatEngine.load(FlatSettings()).colorize([second])[0]
+    copied = PreviousResult(frame=1, line_art=first.line_art.copy(), fill=one.fill.copy())
+    from_copies = FlatEngine.load(FlatSettings()).colorize(
+        [WorkItem(frame=2, line_art=second.line_art.copy(), references=(sheet(),), seed=3, previous=copied)]
+    )[0]
+    again = FlatEngine.load(FlatSettings()).colorize([first])[0]
+    for name in ("color", "fill", "line", "review"):
+        assert getattr(again, name).tobytes() == getattr(one, name).tobytes(), name
+        for other in (cold, from_copies):
+            assert getattr(other, name).tobytes() == getattr(warm, name).tobytes(), name
+    assert cold.stats == warm.stats == from_copies.stats and again.stats == one.stats
 
 
 def test_missing_sources_and_mismatched_sizes_are_explained() -> None:
@@ -444,3 +490,14 @@ def test_index_colours_is_exact_for_many_colours() -> None:
     expected = np.where(image[:, :, 3:] == 0, 0, image)
     assert np.array_equal(palette[index], expected)
     assert len(palette) == len(np.unique(expected.reshape(-1, 4), axis=0))
+
+
+def test_nearest_region_is_the_same_without_the_raster_order_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sketchcolor_cli.engines.flat import paint
+
+    labels = segment(figure(0.9, dx=5)).labels
+    fast = paint.nearest_region(labels)
+    monkeypatch.setattr(paint, "_ids_in_raster_order", lambda: False)
+    slow = paint.nearest_region(labels)
+    assert np.array_equal(fast, slow)
+    assert (fast > 0).all() and np.array_equal(fast[labels > 0], labels[labels > 0])

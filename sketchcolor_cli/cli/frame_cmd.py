@@ -37,8 +37,9 @@ def frame(
     from pydantic import ValidationError
 
     from sketchcolor_cli.engines.base import Reference, WorkItem, engine_class
-    from sketchcolor_cli.frames.images import ImageError, read_rgba16, write_image, write_exr_layers
+    from sketchcolor_cli.frames.images import ImageError, read_rgba16
     from sketchcolor_cli.manifest.resolve import parse_override
+    from sketchcolor_cli.outputs.writers import write_frame_layers
     from sketchcolor_cli.runner.inputs import read_mask
 
     if layer not in ("color", "fill", "line", "review"):
@@ -76,12 +77,11 @@ def frame(
         raise typer.Exit(EXIT_USAGE) from None
     item = WorkItem(frame=0, line_art=line_art, references=references, seed=seed, masks=masks)
     result = engine_cls.load(settings).colorize([item])[0]
-    pixels = getattr(result, layer)
     try:
-        if output.suffix.lower() == ".exr":
-            write_exr_layers(output, {layer: pixels}, pixel_type=str(depth) if depth in ("half", "float") else "half")
-        else:
-            write_image(output, pixels, bit_depth=depth, metadata={"sketchcolor:source": str(sketch)})
+        write_frame_layers(
+            result, {layer: output}, bit_depth=depth, compression=None,
+            metadata={"sketchcolor:source": str(sketch), "sketchcolor:engine": engine},
+        )  # fmt: skip
     except (ImageError, ValueError) as error:
         console_err.print(f"[red]error[/red] cannot write {output}: {error}", highlight=False)
         raise typer.Exit(EXIT_FRAMES_FAILED) from None

@@ -286,6 +286,15 @@ def image_size(path: str | os.PathLike[str], *, what: str = "image") -> tuple[in
         handle.close()
 
 
+def image_attributes(path: str | os.PathLike[str], *, what: str = "image") -> dict[str, Any]:
+    """The metadata attributes of the first subimage, from the header only (no pixels decoded)."""
+    _, handle = _open_input(path, what)
+    try:
+        return _read_attributes(handle.spec())
+    finally:
+        handle.close()
+
+
 def _split_channel(name: str) -> tuple[str, str]:
     """'color.R' -> ('color', 'R'); 'R' -> ('', 'R')."""
     layer, _, channel = name.rpartition(".")

@@ -145,6 +145,9 @@ class Outputs(_Strict):
     compression: str | None = Field(None, description="EXR compression (zip, piz, dwaa, ...).")
     contact_sheet: bool = Field(True, description="Write contact_sheet.png (line, result, review) per cut.")
     flipbook: bool = Field(True, description="Write flipbook.mp4 of the result per cut.")
+    flipbook_side_by_side: bool = Field(
+        False, description="Show the line art and the review layer beside the result in the flip-book."
+    )
 
     @model_validator(mode="after")
     def _depth_fits_format(self) -> "Outputs":

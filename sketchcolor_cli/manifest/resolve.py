@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from sketchcolor_cli.engines.base import EngineSettings, engine_class
 from sketchcolor_cli.errors import ManifestError, Problem

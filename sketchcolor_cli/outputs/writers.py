@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from sketchcolor_cli.engines.base import Layers
-from sketchcolor_cli.frames.images import read_rgba16, write_exr_layers, write_image
+from sketchcolor_cli.frames.images import (
+    exact_exr_pixel_type,
+    image_attributes,
+    read_exr_layers,
+    read_rgba16,
+    write_exr_layers,
+    write_image,
+)
+
+EXR_PIXEL_TYPE = "sketchcolor:exr_pixel_type"
 
 
 def layer_pixels(layers: Layers, name: str) -> np.ndarray:
@@ -29,28 +38,29 @@ def write_frame_layers(
     for path, names in by_file.items():
         tagged = dict(metadata, **{"sketchcolor:layers": ",".join(names)})
         if path.suffix.lower() == ".exr":
+            pixels = {name: layer_pixels(layers, name) for name in names}
+            pixel_type = str(bit_depth)
+            if pixel_type == "half" and any(exact_exr_pixel_type(p) == "float" for p in pixels.values()):
+                pixel_type = "float"  # 16-bit colours would round in half; float keeps them exact
             write_exr_layers(
                 path,
-                {name: layer_pixels(layers, name) for name in names},
-                pixel_type=str(bit_depth),
+                pixels,
+                pixel_type=pixel_type,
                 compression=compression or "zip",
-                metadata=tagged,
+                metadata=dict(tagged, **{EXR_PIXEL_TYPE: pixel_type}),
             )
         else:
             (name,) = names
             write_image(path, layer_pixels(layers, name), bit_depth=bit_depth, metadata=tagged)
 
 
-def read_fill_layer(path: Path, *, bit_depth: int | str) -> np.ndarray:
-    """A finished frame's fill layer, read back exactly as the next frame needs it."""
-    if path.suffix.lower() == ".exr":
-        from sketchcolor_cli.frames.images import read_exr_layers
-
-        fill = read_exr_layers(path)["fill"]
-    else:
-        fill = read_rgba16(path)
-    if bit_depth == "half":
-        # Half floats hold 8-bit colours exactly only after rounding back to the 8-bit grid.
+def read_fill_layer(path: Path) -> np.ndarray:
+    """A finished frame's fill layer, read back exactly as it was before it was written."""
+    if path.suffix.lower() != ".exr":
+        return read_rgba16(path)
+    fill = read_exr_layers(path)["fill"]
+    if image_attributes(path).get(EXR_PIXEL_TYPE) == "half":
+        # Written as half only when every value was 8-bit-origin: round back onto that grid.
         fill = (((fill.astype(np.uint32) + 128) // 257) * 257).astype(np.uint16)
     return fill
 
@@ -58,8 +68,6 @@ def read_fill_layer(path: Path, *, bit_depth: int | str) -> np.ndarray:
 def read_layer(path: Path, layer: str) -> np.ndarray:
     """One layer of a written frame as H x W x 4 uint16, for looking at (contact sheets, flip-books)."""
     if path.suffix.lower() == ".exr":
-        from sketchcolor_cli.frames.images import read_exr_layers
-
         pixels = read_exr_layers(path)[layer]
     else:
         pixels = read_rgba16(path)

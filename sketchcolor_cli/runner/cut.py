@@ -45,10 +45,6 @@ def run_cut(plan: Plan, reporter: Reporter) -> RunSummary:
     return summary
 
 
-def _cells(plan: Plan, layer: str) -> list:
-    return [(unit.frame, unit.outputs.get(layer)) for unit in plan.units]
-
-
 def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:
     """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all)."""
     from sketchcolor_cli.outputs.contact_sheet import write_contact_sheet
@@ -70,11 +66,20 @@ def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook:
     if (flipbook if flipbook is not None else outputs.flipbook) and shown:
         from sketchcolor_cli.outputs.flipbook import write_flipbook
 
+        extra: dict = {}
+        if outputs.flipbook_side_by_side:
+            beside = [layer for layer in shown[1:]]
+            extra = {
+                "side_by_side": [[(u.frame, u.line_path) for u in plan.units]]
+                + [[(u.frame, u.outputs[layer]) for u in plan.units] for layer in beside],
+                "side_by_side_layers": [None] + beside,
+            }
         written["flipbook"] = write_flipbook(
             [(unit.frame, unit.outputs[shown[0]]) for unit in plan.units],
             cut.output_dir / FLIPBOOK,
             fps=cut.manifest.fps,
             label=cut.name,
             layer=shown[0],
+            **extra,
         )
     return written

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from sketchcolor_cli import __version__
 from sketchcolor_cli.engines.base import Engine, PreviousResult, WorkItem, engine_class
@@ -54,8 +53,7 @@ class _Carry:
         if not fill_path.is_file():
             return None, f"frame {source.frame} has no fill layer; coloured from the references alone"
         try:
-            bit_depth = self.plan.cut.manifest.outputs.bit_depth
-            fill = read_fill_layer(fill_path, bit_depth=bit_depth)
+            fill = read_fill_layer(fill_path)
             line_art = read_rgba16(source.line_path)
         except (ImageError, KeyError) as error:
             return None, f"cannot read frame {source.frame}'s result back ({error}); coloured from the references"
@@ -201,7 +199,3 @@ def _failed(
                           inputs={"line": str(unit.line_path) if unit.line_path else None}))
     reporter.frame(unit.frame, "failed", reason)
 
-
-def existing_outputs(plan: Plan, layer: str) -> list[tuple[int, Path]]:
-    """(frame, file) of a layer for every planned frame, whether or not the file exists yet."""
-    return [(unit.frame, unit.outputs[layer]) for unit in plan.units if layer in unit.outputs]

@@ -14,17 +14,20 @@ from pydantic import Field
 
 from ..base import Engine, EngineSettings, Layers, WorkItem
 from .match import (
-    FILL_INDEX,
-    LINE_MASK,
     Assignment,
     ImageCache,
     MatchSettings,
     describe_sources,
     main_source,
     match_regions,
+    remember_frame,
 )
-from .paint import fill_index, paint_layers
+from .paint import fill_palette, paint_layers
 from .segment import Segmentation, segment_line_art
+
+
+# Bump when the same inputs and settings would give different pixels.
+ENGINE_VERSION = "1"
 
 
 class FlatSettings(EngineSettings):
@@ -98,7 +101,7 @@ class FlatEngine(Engine):
     def describe(self) -> str:
         s = self.settings
         return (
-            f"flat (line_threshold={s.line_threshold}, gap_close_px={s.gap_close_px}, "
+            f"flat {ENGINE_VERSION} (line_threshold={s.line_threshold}, gap_close_px={s.gap_close_px}, "
             f"hint_lines={s.hint_lines}, min_region_px={s.min_region_px})"
         )
 
@@ -118,12 +121,11 @@ class FlatEngine(Engine):
         return match_regions(item, seg, self._match_settings, self._cache)
 
     def paint(self, item: WorkItem, seg: Segmentation, assignment: Assignment) -> Layers:
-        color, fill, line, review, everywhere = paint_layers(
+        color, fill, line, review = paint_layers(
             seg, assignment.colors, assignment.confidence, item.line_art, self.settings.review_threshold
         )
         # Hand this frame's analysis to the next one, which gets these arrays as its previous.
-        self._cache.remember(LINE_MASK, item.line_art, seg.ink | seg.hint)
-        self._cache.remember(FILL_INDEX, fill, fill_index(assignment.colors, everywhere))
+        remember_frame(self._cache, item.line_art, fill, seg, *fill_palette(assignment.colors))
         regions = assignment.confidence[1:]
         unsure = int(np.count_nonzero(regions < self.settings.review_threshold))
         stats = {

@@ -5,9 +5,11 @@ Sources, strongest first:
 1. a key frame of this very frame (`Reference.frame == item.frame`): each region takes the commonest
    exact colour of the key image under it, confidence 1;
 2. the previous frame's palette-exact fill: each region votes among the colours under its pixels,
-   with the drawing shifted by the estimated motion (none, global phase correlation, per-character
-   mask centroids; each region keeps the shift that explains it best); confidence = winning share
-   times support. Regions below ``previous_min_confidence`` are matched again by 4;
+   with the drawing shifted by the estimated motion: one shift for the frame (phase correlation on
+   the line darkness, or none, whichever makes the votes agree better) and, with per-character
+   masks in both frames, one per character (mask centroids) where it agrees better still;
+   confidence = winning share times support (share of the region that found a vote). Regions
+   below ``previous_min_confidence`` are matched again by 3 and 4;
 3. background: paper regions touching the image border (or covered by the ``background`` mask)
    are transparent, or take the commonest colour of ``item.background`` under them;
 4. references (model sheets, other key frames): regions are described by colour-free features that
@@ -22,6 +24,7 @@ import hashlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import cv2
@@ -57,10 +60,16 @@ FULL_SUPPORT_SHARE = 0.5
 CHARACTER_EDGE_COVER = 0.9
 # Candidate shifts from the previous frame are scored on every n-th pixel in each direction.
 SHIFT_SCORE_STRIDE = 3
-# Tags of the results handed from one frame to the next (see ImageCache.remember).
-LINE_MASK, FILL_INDEX = "line-mask", "fill-index"
-# Phase correlation runs on frames scaled down to about this size (long side, pixels).
-MOTION_ANALYSIS_SIZE = 960
+# Tag of the analysis handed from one frame to the next (see ImageCache.remember).
+PREVIOUS_ANALYSIS = "previous-analysis"
+# A region overlapping a previous region by this intersection over union is fully confident.
+IOU_FULL = 0.5
+# Motion (phase correlation, optical flow) is measured on line masks scaled down to about this
+# long side, in pixels, and blurred by this sigma so that the flow has gradients to follow.
+MOTION_ANALYSIS_SIZE = 480
+MOTION_BLUR_SIGMA = 1.5
+# A drawn region ignores votes for transparency while other colours have this share of its votes.
+FOREGROUND_MIN_OPAQUE = 0.25
 
 
 @dataclass
@@ -303,23 +312,62 @@ def colours_from_image(
 # ---- source 2: previous frame -------------------------------------------------------------------
 
 
-def _centroid(mask: np.ndarray) -> np.ndarray | None:
-    moments = cv2.moments(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), True)
+def _centroid(mask: np.ndarray, step: int = 4) -> np.ndarray | None:
+    """(x, y) centre of a mask, from every `step`-th pixel each way (a shift candidate needs no
+    more than that)."""
+    sparse = np.ascontiguousarray(mask[::step, ::step]).astype(np.uint8)
+    moments = cv2.moments(sparse, True)
     if moments["m00"] <= 0:
         return None
-    return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]])
+    return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]]) * step + (step - 1) / 2
 
 
-def estimate_shift(previous_line: np.ndarray, current_line: np.ndarray) -> tuple[int, int]:
+def _motion_scale(shape: tuple[int, int]) -> int:
+    return max(1, -(-max(shape) // MOTION_ANALYSIS_SIZE))  # ceil: never above the size
+
+
+def _motion_image(line: np.ndarray, scale: int) -> np.ndarray:
+    """The line mask scaled down and blurred: flat paper has no texture to track, the lines do."""
+    height, width = line.shape
+    small = cv2.resize(line.view(np.uint8) * np.uint8(255), (width // scale, height // scale), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small, (0, 0), MOTION_BLUR_SIGMA)
+
+
+def estimate_shift(previous_small: np.ndarray, current_small: np.ndarray, scale: int) -> tuple[int, int]:
     """(dx, dy) that moves the previous drawing onto the current one (phase correlation)."""
-    height, width = current_line.shape
-    factor = max(1, int(round(max(height, width) / MOTION_ANALYSIS_SIZE)))
-    small = (max(width // factor, 8), max(height // factor, 8))
-    before = cv2.resize(previous_line.astype(np.float32), small, interpolation=cv2.INTER_AREA)
-    after = cv2.resize(current_line.astype(np.float32), small, interpolation=cv2.INTER_AREA)
-    window = cv2.createHanningWindow(small, cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(before, after, window)
-    return int(round(dx * width / small[0])), int(round(dy * height / small[1]))
+    window = cv2.createHanningWindow(previous_small.shape[::-1], cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(previous_small.astype(np.float32), current_small.astype(np.float32), window)
+    return int(round(dx * scale)), int(round(dy * scale))
+
+
+def _flow_sampler(
+    previous_small: np.ndarray, current_small: np.ndarray, scale: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """H x W x 2 float32 map: where each pixel of this frame was in the previous one (dense
+    optical flow, DIS, on the blurred line masks; follows limbs that a single shift cannot)."""
+    height, width = shape
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(current_small, previous_small, None)
+    where = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    where *= np.float32(scale)
+    xs, ys = _pixel_grid(height, width)
+    where[:, :, 0] += xs
+    where[:, :, 1] += ys
+    return where
+
+
+@lru_cache(maxsize=2)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.broadcast_to(np.arange(width, dtype=np.float32), (height, width))
+    ys = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
+    return xs, ys
+
+
+def _sampled_by_flow(index: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """index at the flow's source positions (nearest pixel), -1 outside the image."""
+    shifted_up = index + 1  # remap has no int32; 0 = no vote, kept by the border value
+    source = shifted_up.astype(np.uint16) if int(shifted_up.max(initial=0)) < FULL else shifted_up.astype(np.float32)
+    sampled = cv2.remap(source, where, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return sampled.astype(np.int32) - 1
 
 
 def _shifted(index: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -334,66 +382,151 @@ def _shifted(index: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
+def vote_matrix(labels: np.ndarray, sampled: np.ndarray, n_labels: int, n_colours: int) -> np.ndarray:
+    """(n_labels, n_colours) int64 count of each colour index under each label (-1 does not vote)."""
+    width = n_colours + 1
+    key = labels.ravel().astype(np.intp) * width
+    key += sampled.ravel() + 1
+    votes = np.bincount(key, minlength=n_labels * width)[: n_labels * width]
+    return votes.reshape(n_labels, width)[:, 1:]
+
+
+def overlap_pairs(
+    labels: np.ndarray, sampled: np.ndarray, n_labels: int, n_previous: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(region, previous region, pixel count) for every pair that overlaps under the motion.
+
+    `sampled` holds the previous frame's region label seen by each pixel (0 = none).
+    """
+    width = n_previous + 1
+    key = labels.ravel().astype(np.intp) * width
+    key += sampled.ravel()
+    if n_labels * width <= 8_000_000:
+        counts = np.bincount(key, minlength=n_labels * width)[: n_labels * width].reshape(n_labels, width)
+        counts[0] = 0
+        counts[:, 0] = 0
+        region, before = np.nonzero(counts)
+        return region, before, counts[region, before]
+    pairs, counts = np.unique(key, return_counts=True)
+    region, before = pairs // width, pairs % width
+    keep = (region > 0) & (before > 0)
+    return region[keep], before[keep], counts[keep]
+
+
+def decide_by_overlap(
+    region: np.ndarray,
+    before: np.ndarray,
+    overlap: np.ndarray,
+    area: np.ndarray,
+    previous_area: np.ndarray,
+    previous_colour: np.ndarray,
+    foreground: np.ndarray,
+    transparent: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colour index, confidence) per region from its overlaps with the previous frame's regions.
+
+    Each previous region that overlaps a region under the motion offers its colour, scored by
+    intersection over union, so a thin region (a belt, a shadow strip) takes the colour of the
+    thin region it overlaps rather than of the big one next to it that a misaligned motion lets in.
+    Foreground regions (drawn parts) ignore transparent candidates while opaque ones cover at
+    least FOREGROUND_MIN_OPAQUE of their votes: a limb that moved over where the background was
+    must not turn into background, while a hole between limbs stays a hole.
+    Confidence = best IoU (full at IOU_FULL) x the margin over the best other colour.
+    """
+    size = len(area)
+    colour = previous_colour[before]
+    if transparent is not None and region.size:
+        total = np.bincount(region, weights=overlap, minlength=size)
+        clear = colour == transparent
+        opaque = np.bincount(region[~clear], weights=overlap[~clear], minlength=size)
+        ignore = foreground & (opaque >= FOREGROUND_MIN_OPAQUE * total) & (opaque > 0)
+        keep = ~(clear & ignore[region])
+        region, before, overlap, colour = region[keep], before[keep], overlap[keep], colour[keep]
+    union = area[region] + previous_area[before] - overlap
+    iou = overlap / np.maximum(union, 1)
+    best_colour = np.zeros(size, dtype=np.int64)
+    best = np.zeros(size)
+    second = np.zeros(size)
+    if region.size:
+        # Per region: colours by descending IoU (ties: lower colour index); the first row of each
+        # region is its pick, the first row of another colour its rival.
+        order = np.lexsort((colour, -iou, region))
+        region, colour, iou = region[order], colour[order], iou[order]
+        first = np.r_[True, region[1:] != region[:-1]]
+        best_colour[region[first]] = colour[first]
+        best[region[first]] = iou[first]
+        rival = colour != best_colour[region]
+        rival_iou = np.zeros(size)
+        np.maximum.at(rival_iou, region[rival], iou[rival])
+        second = rival_iou
+    margin = np.where(best > 0, 1.0 - second / np.maximum(best, 1e-12), 0.0)
+    confidence = np.minimum(best / IOU_FULL, 1.0) * margin
+    return best_colour, confidence
+
+
 def colours_from_previous(
     seg: Segmentation,
     masks: dict[str, np.ndarray],
+    owners: tuple[list[str], np.ndarray],
     previous: PreviousResult,
     settings: MatchSettings,
     frame: int,
     cache: ImageCache,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(colour, confidence) per region carried from the previous fill, and the global shift."""
+    """(colour, confidence) per region carried from the previous fill, and the global shift.
+
+    `owners` = (character names, owner index per region) from `region_owners`.
+    """
     if previous.fill.shape != previous.line_art.shape or previous.fill.shape[:2] != seg.shape:
         raise ValueError(
             f"frame {frame}: previous frame {previous.frame} has size {previous.fill.shape[:2]} "
             f"(line art {previous.line_art.shape[:2]}), this frame {seg.shape}; a cut must keep one size"
         )
-    previous_line = cache.recall(LINE_MASK, previous.line_art)
-    if previous_line is None:
-        before = classify_line_art(
-            previous.line_art, settings.line_threshold, settings.hint_lines,
-            f"previous frame {previous.frame} line art",
-        )
-        previous_line = before.ink | before.hint
-    known = cache.recall(FILL_INDEX, previous.fill)
-    index, palette = known if known is not None else index_colours(previous.fill)
-    # Previous line pixels hold a neighbour's colour, not their own: they don't vote.
-    index = np.where(previous_line, np.int32(-1), index)
+    analysis = _previous_analysis(previous, settings, cache)
+    size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), len(analysis.area) - 1
+    # Colour index of what a pixel sees, by previous label + 1: outside the frame (0) and on a
+    # previous line (1; its fill shows a neighbour's colour, not its own) it sees nothing (-1).
+    colour_seen = np.concatenate([[-1, -1], analysis.colour_of[1:]]).astype(np.int32)
 
-    global_shift = estimate_shift(previous_line, seg.ink | seg.hint)
-    size = seg.n_regions + 1
+    scale = _motion_scale(seg.shape)
+    previous_small = _motion_image(analysis.labels == 0, scale)
+    current_small = _motion_image(seg.labels == 0, scale)
+    global_shift = estimate_shift(previous_small, current_small, scale)
+    where = _flow_sampler(previous_small, current_small, scale, seg.shape)
+    moved: dict[object, np.ndarray] = {}
 
-    def votes_at(shift: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # Line pixels (label 0) vote too, for label 0, which nobody reads.
-        winner, votes, total = vote_colours(seg.labels, _shifted(index, *shift), size, len(palette))
-        share = votes / np.maximum(total, 1)
-        support = np.minimum(total / np.maximum(seg.area, 1) / FULL_SUPPORT_SHARE, 1.0)
-        return winner, share * support, votes
+    def seen_labels(how: object) -> np.ndarray:
+        """The previous frame's region label seen from each pixel of this frame (-1 outside)."""
+        if how not in moved:
+            if how == "flow":
+                moved[how] = _sampled_by_flow(analysis.labels, where)
+            else:
+                moved[how] = _shifted(analysis.labels, *how)  # type: ignore[misc]
+        return moved[how]
 
-    # One shift per drawing, not per region: a small region can sit wholly inside a big one at a
-    # wrong shift and vote unanimously for it. The shift under which the votes agree best wins
-    # (scored on a sparse grid of pixels; the phase-correlation shift first, so it wins ties).
+    # One way of following the motion per drawing, not per region: a small region can sit wholly
+    # inside a big one under a wrong motion and vote for it unanimously. The way under which the
+    # colour votes agree best wins (scored on a sparse grid; earlier candidates win ties).
     grid = np.s_[::SHIFT_SCORE_STRIDE, ::SHIFT_SCORE_STRIDE]
     sparse_labels = np.ascontiguousarray(seg.labels[grid])
-    scores: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    scores: dict[object, tuple[np.ndarray, np.ndarray]] = {}
 
-    def agreement(shift: tuple[int, int], regions: np.ndarray | None = None) -> float:
-        """Share of the votes (of `regions`) that go to their region's winning colour."""
-        if shift not in scores:
-            sampled = np.ascontiguousarray(_shifted(index, *shift)[grid])
-            _, votes, total = vote_colours(sparse_labels, sampled, size, len(palette))
-            votes[0] = total[0] = 0  # line pixels
-            scores[shift] = (votes, total)
-        votes, total = scores[shift]
+    def agreement(how: object, regions: np.ndarray | None = None) -> float:
+        """Share of the votes (of `regions`) that go to their region's most voted colour."""
+        if how not in scores:
+            sparse_colours = colour_seen[seen_labels(how)[grid] + 1]
+            votes = vote_matrix(sparse_labels, sparse_colours, size, n_colours)
+            votes[0] = 0  # line pixels
+            scores[how] = (votes.max(axis=1), votes.sum(axis=1))
+        best, total = scores[how]
         if regions is not None:
-            votes, total = votes[regions], total[regions]
-        return float(votes.sum()) / max(float(total.sum()), 1.0)
+            best, total = best[regions], total[regions]
+        return float(best.sum()) / max(float(total.sum()), 1.0)
 
-    candidates = [global_shift] + ([(0, 0)] if global_shift != (0, 0) else [])
-    chosen = max(candidates, key=agreement)
-    best_colour, best_conf, _ = votes_at(chosen)
+    chosen = max(dict.fromkeys(["flow", global_shift, (0, 0)]), key=agreement)
+    seen = seen_labels(chosen)
 
-    names, owner, _ = region_owners(seg, masks)
+    names, owner = owners
     for character, name in enumerate(names):
         if name not in previous.masks:
             continue
@@ -401,15 +534,67 @@ def colours_from_previous(
         regions = owner == character
         if now is None or then is None or not regions.any():
             continue
-        dx, dy = np.round(now - then).astype(int).tolist()
-        if (dx, dy) != chosen and agreement((dx, dy), regions) > agreement(chosen, regions):
-            winner, confidence, _ = votes_at((dx, dy))
-            best_colour[regions] = winner[regions]
-            best_conf[regions] = confidence[regions]
-    colors = palette[best_colour]
+        shift = tuple(np.round(now - then).astype(int).tolist())
+        if shift != chosen and agreement(shift, regions) > agreement(chosen, regions):
+            pixels = regions[seg.labels]
+            if seen is moved[chosen]:
+                seen = seen.copy()
+            seen[pixels] = seen_labels(shift)[pixels]
+
+    # Drawn parts: owned by a character mask, or (without masks) enclosed by lines.
+    foreground = owner >= 0 if names else ~seg.touches_border
+    transparent = 0 if n_colours and analysis.palette[0, 3] == 0 else None  # key 0 sorts first
+    region, before, overlap = overlap_pairs(seg.labels, np.maximum(seen, 0), size, n_previous)
+    best_colour, best_conf = decide_by_overlap(
+        region, before, overlap.astype(np.float64), seg.area.astype(np.float64),
+        analysis.area.astype(np.float64), analysis.colour_of, foreground, transparent,
+    )
+    colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
-    return colors, np.clip(best_conf, 0.0, 1.0), chosen
+    return colors, np.clip(best_conf, 0.0, 1.0), global_shift
+
+
+@dataclass
+class PreviousAnalysis:
+    """The previous frame as matching needs it: its regions and the colour of each."""
+
+    labels: np.ndarray  # H x W int32 regions of its line art (0 = line)
+    area: np.ndarray  # (p + 1,) pixels per region
+    palette: np.ndarray  # (k, 4) uint16, sorted by colour key (transparent first)
+    colour_of: np.ndarray  # (p + 1,) index into palette of each region's colour
+
+
+def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache: ImageCache) -> PreviousAnalysis:
+    """From what the engine remembered of the frame it just painted, or from the arrays."""
+    known = cache.recall(PREVIOUS_ANALYSIS, previous.fill)
+    if isinstance(known, tuple) and known[0]() is previous.line_art:
+        return known[1]
+    seg = segment_line_art(
+        previous.line_art,
+        line_threshold=settings.line_threshold,
+        gap_close_px=settings.gap_close_px,
+        hint_lines=settings.hint_lines,
+        min_region_px=settings.min_region_px,
+        what=f"previous frame {previous.frame} line art",
+    )
+    index, palette = index_colours(previous.fill)
+    colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
+    return PreviousAnalysis(seg.labels, seg.area, palette, colour_of)
+
+
+def remember_frame(
+    cache: ImageCache, line_art: np.ndarray, fill: np.ndarray, seg: Segmentation, palette: np.ndarray,
+    colour_of: np.ndarray,
+) -> None:
+    """Keep this frame's analysis for the next frame, which gets these arrays as its previous."""
+    try:
+        line_ref = weakref.ref(line_art)
+    except TypeError:
+        return
+    cache.remember(
+        PREVIOUS_ANALYSIS, fill, (line_ref, PreviousAnalysis(seg.labels, seg.area, palette, colour_of))
+    )
 
 
 # ---- source 4: references -----------------------------------------------------------------------
@@ -555,7 +740,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     shift = None
     if item.previous is not None:
         colors, confidence, shift = colours_from_previous(
-            seg, item.masks, item.previous, settings, item.frame, cache
+            seg, item.masks, (names, owner), item.previous, settings, item.frame, cache
         )
         source[:] = SOURCE_PREVIOUS
     open_ = confidence < settings.previous_min_confidence

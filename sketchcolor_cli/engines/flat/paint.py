@@ -26,6 +26,16 @@ REVIEW_EMPTY = np.float32(0.85)  # grey shown where the fill is transparent
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
+@lru_cache(maxsize=1)
+def _ids_in_raster_order() -> bool:
+    """Whether this OpenCV numbers DIST_LABEL_PIXEL seeds 1, 2, ... in raster order (then the id
+    to label map is one compaction instead of a scatter; the result is the same either way)."""
+    probe = np.ones((7, 9), np.uint8)
+    probe[[0, 2, 2, 5, 6], [7, 1, 8, 4, 0]] = 0
+    _, ids = cv2.distanceTransformWithLabels(probe, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+    return bool(np.array_equal(ids[probe == 0], np.arange(1, 6)))
+
+
 def nearest_region(labels: np.ndarray) -> np.ndarray:
     """Labels with every 0 pixel (line, speck) given the label of the nearest region pixel."""
     unlabelled = labels == 0
@@ -36,19 +46,25 @@ def nearest_region(labels: np.ndarray) -> np.ndarray:
     )
     # Each region pixel carries its own id; map the ids back to labels through those pixels.
     seeds = ~unlabelled
-    id_to_label = np.zeros(int(nearest_id.max()) + 1, dtype=np.int32)
-    id_to_label[nearest_id[seeds]] = labels[seeds]
+    if _ids_in_raster_order():
+        id_to_label = np.concatenate([np.zeros(1, np.int32), labels[seeds]])
+    else:
+        id_to_label = np.zeros(int(nearest_id.max()) + 1, dtype=np.int32)
+        id_to_label[nearest_id[seeds]] = labels[seeds]
     out = labels.copy()
     out[unlabelled] = id_to_label[nearest_id[unlabelled]]
     return out
 
 
-def fill_index(colors: np.ndarray, everywhere: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The fill's (colour index, palette) as `segment.index_colours` would find them, for free."""
+def fill_palette(colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fill's palette as `segment.index_colours` would find it (sorted by colour key,
+    transparent first) and the palette index of each region label's colour."""
     keys = np.where(colors[:, 3] == 0, np.uint64(0), np.ascontiguousarray(colors).view(np.uint64).ravel())
-    palette_keys, per_label = np.unique(keys, return_inverse=True)
-    index = per_label.ravel().astype(np.int32)[everywhere]
-    return index, keys_to_colours(palette_keys)
+    # Only colours that some pixel shows: label 0 appears only when there is no region at all.
+    used = keys[1:] if len(keys) > 1 else keys
+    palette_keys = np.unique(used)
+    per_label = np.searchsorted(palette_keys, keys).clip(0, len(palette_keys) - 1).astype(np.int32)
+    return keys_to_colours(palette_keys), per_label
 
 
 def line_layer(seg: Segmentation) -> np.ndarray:
@@ -131,8 +147,8 @@ def paint_layers(
     confidence: np.ndarray,
     line_art: np.ndarray,
     review_threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(color, fill, line, review, region label of every pixel) for one frame."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(color, fill, line, review) layers for one frame."""
     everywhere = nearest_region(seg.labels)
     fill = lookup(colors, everywhere)
     line = line_layer(seg)
@@ -140,4 +156,4 @@ def paint_layers(
     unsure = confidence < review_threshold
     unsure[0] = False
     review = review_layer(everywhere, colors, unsure, line)
-    return color, fill, line, review, everywhere
+    return color, fill, line, review
