@@ -10,8 +10,8 @@ import pytest
 
 from sketchcolor_cli.engines.base import FULL, PreviousResult, Reference, WorkItem, engine_class, to_rgba16
 from sketchcolor_cli.engines.flat import FlatEngine, FlatSettings
-from sketchcolor_cli.engines.flat.match import assign_min_cost
-from sketchcolor_cli.engines.flat.segment import index_colours, segment_line_art
+from sketchcolor_cli.engines.flat.match import assign_min_cost, decide_by_overlap, vote_agreement
+from sketchcolor_cli.engines.flat.segment import index_colours, segment_line_art, vote_colours
 
 SIZE = 128
 INK = (0, 0, 0)
@@ -28,9 +28,9 @@ def blank(size: int = SIZE) -> np.ndarray:
     return np.full((size, size, 3), 255, np.uint8)
 
 
-def rgba(image_bgr_free: np.ndarray) -> np.ndarray:
-    """The test images are drawn directly in RGB order; to the engine's uint16 RGBA."""
-    return to_rgba16(image_bgr_free)
+def rgba(image: np.ndarray) -> np.ndarray:
+    """A test image (drawn with cv2, but in RGB order) in the engine's uint16 RGBA."""
+    return to_rgba16(image)
 
 
 def colour16(rgb: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -63,6 +63,7 @@ FIGURE_COLOURS = {"skin": SKIN, "eye": EYE, "shirt": SHIRT, "pants": PANTS}
 
 
 def part_pixel(part: str, scale: float = 1.0, dx: int = 0, dy: int = 0, size: int = SIZE) -> tuple[int, int]:
+    """(row, column) of a pixel well inside `part` of `figure(scale, dx, dy)`."""
     x, y = FIGURE_PARTS[part]
     return int(round(size // 2 + dy + y * scale)), int(round(size // 2 + dx + x * scale))
 
@@ -466,10 +467,14 @@ def test_same_inputs_give_the_same_bytes() -> None:
     from_copies = FlatEngine.load(FlatSettings()).colorize(
         [WorkItem(frame=2, line_art=second.line_art.copy(), references=(sheet(),), seed=3, previous=copied)]
     )[0]
+    # The first engine again, with copies as a runner that reads frame 1 back from disk has.
+    read_back = engine.colorize(
+        [WorkItem(frame=2, line_art=second.line_art.copy(), references=(sheet(),), seed=4, previous=copied)]
+    )[0]
     again = FlatEngine.load(FlatSettings()).colorize([first])[0]
     for name in ("color", "fill", "line", "review"):
         assert getattr(again, name).tobytes() == getattr(one, name).tobytes(), name
-        for other in (cold, from_copies):
+        for other in (cold, from_copies, read_back):
             assert getattr(other, name).tobytes() == getattr(warm, name).tobytes(), name
     assert cold.stats == warm.stats == from_copies.stats and again.stats == one.stats
 
@@ -501,3 +506,69 @@ def test_nearest_region_is_the_same_without_the_raster_order_shortcut(monkeypatc
     slow = paint.nearest_region(labels)
     assert np.array_equal(fast, slow)
     assert (fast > 0).all() and np.array_equal(fast[labels > 0], labels[labels > 0])
+
+
+def test_region_moments_and_boxes_match_the_pixels() -> None:
+    seg = segment(figure(0.9, dx=5))
+    for label in range(1, seg.n_regions + 1):
+        ys, xs = np.nonzero(seg.labels == label)
+        assert np.allclose(seg.centroid[label], [xs.mean(), ys.mean()])
+        assert np.allclose(seg.covariance[label, :2], [xs.var() + 1 / 12, ys.var() + 1 / 12])
+        assert np.isclose(seg.covariance[label, 2], ((xs - xs.mean()) * (ys - ys.mean())).mean())
+        assert seg.bbox[label].tolist() == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+        assert seg.area[label] == xs.size
+
+
+def test_overlap_decision_prefers_the_matching_region_and_keeps_limbs_opaque() -> None:
+    # Previous regions: 1 = big (colour 1), 2 = thin (colour 2), 3 = a hole (transparent, colour 0).
+    previous_area = np.array([0, 5000, 60, 120], dtype=float)
+    previous_colour = np.array([0, 1, 2, 0])
+    # Region 1 (thin, 100 px) sees 50 px of the big region and 35 of the thin one;
+    # region 2 (a limb, 100 px) sees 60 px of the hole and 40 of the big region;
+    # region 3 (100 px) sees the same, but it is not a drawn part: it is the hole, moved.
+    region = np.array([1, 1, 2, 2, 3, 3])
+    before = np.array([1, 2, 3, 1, 3, 1])
+    overlap = np.array([50, 35, 60, 40, 60, 40], dtype=float)
+    area = np.array([0, 100, 100, 100], dtype=float)
+    foreground = np.array([False, True, True, False])
+    colour, confidence = decide_by_overlap(
+        region, before, overlap, area, previous_area, previous_colour, foreground, transparent=0
+    )
+    assert colour[1:].tolist() == [2, 1, 0]
+    assert confidence[2] < 0.1 < confidence[1]  # the limb over the old hole is flagged
+
+
+def test_propagation_follows_a_walking_character() -> None:
+    from sketchcolor_cli.evaluation.metrics import score_frame
+    from sketchcolor_cli.synthetic.cut import SyntheticCut
+
+    cut = SyntheticCut(frames=6, size=(256, 256), seed=0, characters=1)
+    engine = FlatEngine.load(FlatSettings(gap_close_px=2))
+    previous, scores = None, []
+    for frame in range(1, 5):
+        truth = cut.render_frame(frame)
+        keys = (Reference("", rgba(truth.color), frame=1),) if frame == 1 else ()
+        item = WorkItem(frame=frame, line_art=rgba(truth.line), references=keys, seed=0, previous=previous)
+        out = engine.colorize([item])[0]
+        previous = PreviousResult(frame=frame, line_art=item.line_art, fill=out.fill)
+        scores.append(score_frame(out.fill, truth.fill, line_art=truth.line))
+    assert scores[0].acc == 1.0
+    # Arms and legs swing between frames: one global shift gets far less than this right.
+    assert np.mean([s.acc for s in scores[1:]]) >= 0.8
+    assert min(s.pix_acc for s in scores[1:]) >= 0.99
+
+
+@pytest.mark.parametrize("n_colours", [5, 3_000_000])  # a palette, and a fill with very many colours
+def test_votes_count_exactly_with_few_or_many_colours(n_colours: int) -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, (40, 50)).astype(np.int32)
+    colours = rng.integers(-1, 4, (40, 50)).astype(np.int32) * (n_colours // 5)  # -1: no vote
+    colours[colours < 0] = -1
+    winner, best, total = vote_colours(labels, colours, 6, n_colours)
+    agree_best, agree_total = vote_agreement(labels, colours, 6, n_colours)
+    for label in range(6):
+        seen = colours[(labels == label) & (colours >= 0)]
+        values, counts = np.unique(seen, return_counts=True)
+        assert total[label] == agree_total[label] == seen.size
+        assert best[label] == agree_best[label] == counts.max()
+        assert winner[label] == values[counts == counts.max()].min()  # ties: the lower index

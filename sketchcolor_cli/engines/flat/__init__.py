@@ -137,6 +137,8 @@ class FlatEngine(Engine):
         }
         if assignment.shift is not None:
             stats["shift_px"] = [int(assignment.shift[0]), int(assignment.shift[1])]
+        if assignment.motion is not None:
+            stats["motion"] = assignment.motion
         return Layers(color=color, fill=fill, line=line, review=review, stats=stats)
 
     def colorize(self, batch: list[WorkItem]) -> list[Layers]:

@@ -4,12 +4,14 @@ Sources, strongest first:
 
 1. a key frame of this very frame (`Reference.frame == item.frame`): each region takes the commonest
    exact colour of the key image under it, confidence 1;
-2. the previous frame's palette-exact fill: each region votes among the colours under its pixels,
-   with the drawing shifted by the estimated motion: one shift for the frame (phase correlation on
-   the line darkness, or none, whichever makes the votes agree better) and, with per-character
-   masks in both frames, one per character (mask centroids) where it agrees better still;
-   confidence = winning share times support (share of the region that found a vote). Regions
-   below ``previous_min_confidence`` are matched again by 3 and 4;
+2. the previous frame (its line art and palette-exact fill): its regions are carried onto this
+   frame by the motion between the two drawings (dense optical flow on the line masks, or one
+   phase-correlation shift, or none: whichever makes the colours agree best; with per-character
+   masks in both frames, a character's mask shift where that agrees better still), and each
+   region takes the colour of the previous region it overlaps best (intersection over union);
+   drawn regions never turn transparent just because they moved over the old background.
+   Confidence = that IoU (full at IOU_FULL) times its margin over other colours. Regions below
+   ``previous_min_confidence`` are matched again by 3 and 4;
 3. background: paper regions touching the image border (or covered by the ``background`` mask)
    are transparent, or take the commonest colour of ``item.background`` under them;
 4. references (model sheets, other key frames): regions are described by colour-free features that
@@ -34,7 +36,6 @@ from ..base import PreviousResult, Reference, WorkItem
 from .segment import (
     FULL,
     Segmentation,
-    classify_line_art,
     index_colours,
     segment_colour_regions,
     segment_line_art,
@@ -54,15 +55,14 @@ ORIENTATION_WEIGHT = 0.25
 # A region may take a reference region other than its cheapest when that costs at most this much
 # more and its cheapest was taken by a better-fitting region.
 ONE_TO_ONE_SLACK = 0.15
-# A region whose previous-frame votes cover less than this share of it has too little support.
-FULL_SUPPORT_SHARE = 0.5
 # A region touching the image border is background unless a character mask covers this much of it.
 CHARACTER_EDGE_COVER = 0.9
 # Candidate shifts from the previous frame are scored on every n-th pixel in each direction.
 SHIFT_SCORE_STRIDE = 3
 # Tag of the analysis handed from one frame to the next (see ImageCache.remember).
 PREVIOUS_ANALYSIS = "previous-analysis"
-# A region overlapping a previous region by this intersection over union is fully confident.
+# A colour carried from the previous frame whose region overlaps this one by this intersection
+# over union (or more) is fully confident.
 IOU_FULL = 0.5
 # Motion (phase correlation, optical flow) is measured on line masks scaled down to about this
 # long side, in pixels, and blurred by this sigma so that the flow has gradients to follow.
@@ -91,6 +91,7 @@ class Assignment:
     confidence: np.ndarray  # (n + 1,) float64 in [0, 1]
     source: np.ndarray  # (n + 1,) int8, SOURCE_* codes
     shift: tuple[int, int] | None = None  # global (dx, dy) from the previous frame, if used
+    motion: str | None = None  # how the previous frame was followed: "flow", "shift" or "none"
 
 
 @dataclass
@@ -202,18 +203,18 @@ class ImageCache:
 
     ``get`` looks up by array identity first (free), then by content hash, so the references of a
     cut are analysed once per worker even when each work item carries its own copy. ``remember`` /
-    ``recall`` hand results of the frame just painted (its line mask, its fill's colour index) to
-    the next frame by identity only: when the runner passes the same arrays on as
-    `PreviousResult`, they need not be analysed again. (An array changed in place keeps its
+    ``recall`` hand the analysis of the frame just painted (its regions and their colours) to the
+    next frame, which gets that frame's line art and fill as its previous: found by identity, or
+    by equality when the runner read them back from disk. (An array changed in place keeps its
     identity: hand the engine a new array instead.)
     """
 
-    def __init__(self, capacity: int = 8, handoff_capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 8, handoff_capacity: int = 2) -> None:
         self._capacity = capacity
         self._handoff_capacity = handoff_capacity
         self._by_content: OrderedDict[tuple, object] = OrderedDict()
         self._by_identity: dict[tuple, tuple[list[weakref.ref], tuple]] = {}
-        self._handoff: OrderedDict[tuple, tuple[weakref.ref, object]] = OrderedDict()
+        self._handoff: OrderedDict[tuple, tuple[tuple[np.ndarray, ...], object]] = OrderedDict()
 
     def get(self, tag: str, images: tuple[np.ndarray, ...], build: Callable[[], object]) -> object:
         identity = (tag, *(id(image) for image in images))
@@ -244,25 +245,33 @@ class ImageCache:
             }
         return value
 
-    def remember(self, tag: str, image: np.ndarray, value: object) -> None:
-        try:
-            self._handoff[(tag, id(image))] = (weakref.ref(image), value)
-        except TypeError:
-            return
+    def remember(self, tag: str, images: tuple[np.ndarray, ...], value: object) -> None:
+        """Keep `value` for the next frame, with the arrays it was computed from."""
+        self._handoff[(tag, *(id(image) for image in images))] = (images, value)
         while len(self._handoff) > self._handoff_capacity:
             self._handoff.popitem(last=False)
 
-    def recall(self, tag: str, image: np.ndarray) -> object | None:
-        known = self._handoff.get((tag, id(image)))
-        if known is None or known[0]() is not image:
-            return None
-        return known[1]
+    def recall(self, tag: str, images: tuple[np.ndarray, ...]) -> object | None:
+        """What was remembered for these arrays: the same objects, or arrays equal to them (a
+        runner that wrote the previous frame to disk and read it back)."""
+        known = self._handoff.get((tag, *(id(image) for image in images)))
+        if known is not None and all(a is b for a, b in zip(known[0], images)):
+            return known[1]
+        for key in reversed(self._handoff):
+            kept, value = self._handoff[key]
+            if key[0] == tag and all(
+                a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(kept, images)
+            ):
+                return value
+        return None
 
 
 # ---- regions: owners and background -------------------------------------------------------------
 
 
-def region_owners(seg: Segmentation, masks: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def region_owners(
+    seg: Segmentation, masks: dict[str, np.ndarray], frame: int | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(character names, owner index per region or -1, background flag per region).
 
     A region belongs to the character whose mask covers most of it (more than half); background
@@ -274,7 +283,7 @@ def region_owners(seg: Segmentation, masks: dict[str, np.ndarray]) -> tuple[list
     owner = np.full(size, -1, dtype=np.int64)
     best = np.zeros(size, dtype=np.int64)
     for index, name in enumerate(names):
-        mask = _check_mask(masks[name], seg.shape, name)
+        mask = _check_mask(masks[name], seg.shape, name, frame)
         covered = np.bincount(seg.labels[mask], minlength=size)
         better = covered > best
         owner[better] = index
@@ -282,7 +291,7 @@ def region_owners(seg: Segmentation, masks: dict[str, np.ndarray]) -> tuple[list
     owner[2 * best <= seg.area] = -1
     background = seg.touches_border & (best < CHARACTER_EDGE_COVER * seg.area)
     if "background" in masks:
-        mask = _check_mask(masks["background"], seg.shape, "background")
+        mask = _check_mask(masks["background"], seg.shape, "background", frame)
         background |= 2 * np.bincount(seg.labels[mask], minlength=size) > seg.area
     background[0] = False
     owner[background] = -1
@@ -290,9 +299,12 @@ def region_owners(seg: Segmentation, masks: dict[str, np.ndarray]) -> tuple[list
     return names, owner, background
 
 
-def _check_mask(mask: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+def _check_mask(mask: np.ndarray, shape: tuple[int, int], name: str, frame: int | None) -> np.ndarray:
     if mask.shape != shape:
-        raise ValueError(f"mask {name!r}: shape {mask.shape} differs from the line art's {shape}")
+        where = f"frame {frame}: " if frame is not None else ""
+        raise ValueError(
+            f"{where}mask {name!r} is {mask.shape}, the line art {shape}; masks must match the frame's size"
+        )
     return mask.astype(bool, copy=False)
 
 
@@ -323,13 +335,15 @@ def _centroid(mask: np.ndarray, step: int = 4) -> np.ndarray | None:
 
 
 def _motion_scale(shape: tuple[int, int]) -> int:
-    return max(1, -(-max(shape) // MOTION_ANALYSIS_SIZE))  # ceil: never above the size
+    return max(1, max(shape) // MOTION_ANALYSIS_SIZE)
 
 
 def _motion_image(line: np.ndarray, scale: int) -> np.ndarray:
     """The line mask scaled down and blurred: flat paper has no texture to track, the lines do."""
     height, width = line.shape
-    small = cv2.resize(line.view(np.uint8) * np.uint8(255), (width // scale, height // scale), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        line.view(np.uint8) * np.uint8(255), (width // scale, height // scale), interpolation=cv2.INTER_AREA
+    )
     return cv2.GaussianBlur(small, (0, 0), MOTION_BLUR_SIGMA)
 
 
@@ -382,13 +396,22 @@ def _shifted(index: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def vote_matrix(labels: np.ndarray, sampled: np.ndarray, n_labels: int, n_colours: int) -> np.ndarray:
-    """(n_labels, n_colours) int64 count of each colour index under each label (-1 does not vote)."""
+def vote_agreement(
+    labels: np.ndarray, sampled: np.ndarray, n_labels: int, n_colours: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(votes for the commonest colour, all votes) per label; -1 in `sampled` does not vote."""
     width = n_colours + 1
     key = labels.ravel().astype(np.intp) * width
     key += sampled.ravel() + 1
-    votes = np.bincount(key, minlength=n_labels * width)[: n_labels * width]
-    return votes.reshape(n_labels, width)[:, 1:]
+    if n_labels * width <= 8_000_000:
+        votes = np.bincount(key, minlength=n_labels * width)[: n_labels * width].reshape(n_labels, width)[:, 1:]
+        return votes.max(axis=1), votes.sum(axis=1)
+    # A fill with very many colours (not palette-exact): count only the pairs that occur.
+    pairs, counts = np.unique(key[key % width > 0], return_counts=True)
+    label = pairs // width
+    best = np.zeros(n_labels, dtype=np.int64)
+    np.maximum.at(best, label, counts)
+    return best, np.bincount(label, weights=counts, minlength=n_labels).astype(np.int64)
 
 
 def overlap_pairs(
@@ -426,12 +449,13 @@ def decide_by_overlap(
     """(colour index, confidence) per region from its overlaps with the previous frame's regions.
 
     Each previous region that overlaps a region under the motion offers its colour, scored by
-    intersection over union, so a thin region (a belt, a shadow strip) takes the colour of the
-    thin region it overlaps rather than of the big one next to it that a misaligned motion lets in.
+    intersection over union, so a thin region (a belt, a shadow strip, a cuff) takes the colour of
+    the thin region it came from even when a slightly wrong motion lets more pixels of the big
+    region next to it in. (Plain pixel votes get these wrong, and the error then propagates.)
     Foreground regions (drawn parts) ignore transparent candidates while opaque ones cover at
     least FOREGROUND_MIN_OPAQUE of their votes: a limb that moved over where the background was
     must not turn into background, while a hole between limbs stays a hole.
-    Confidence = best IoU (full at IOU_FULL) x the margin over the best other colour.
+    Confidence = best IoU (full at IOU_FULL) x its margin over the best IoU of another colour.
     """
     size = len(area)
     colour = previous_colour[before]
@@ -442,23 +466,20 @@ def decide_by_overlap(
         ignore = foreground & (opaque >= FOREGROUND_MIN_OPAQUE * total) & (opaque > 0)
         keep = ~(clear & ignore[region])
         region, before, overlap, colour = region[keep], before[keep], overlap[keep], colour[keep]
-    union = area[region] + previous_area[before] - overlap
-    iou = overlap / np.maximum(union, 1)
     best_colour = np.zeros(size, dtype=np.int64)
     best = np.zeros(size)
     second = np.zeros(size)
     if region.size:
-        # Per region: colours by descending IoU (ties: lower colour index); the first row of each
-        # region is its pick, the first row of another colour its rival.
+        iou = overlap / np.maximum(area[region] + previous_area[before] - overlap, 1)
+        # Per region, best IoU first (ties: lower colour index); its first pair of another
+        # colour is the rival.
         order = np.lexsort((colour, -iou, region))
         region, colour, iou = region[order], colour[order], iou[order]
         first = np.r_[True, region[1:] != region[:-1]]
         best_colour[region[first]] = colour[first]
         best[region[first]] = iou[first]
         rival = colour != best_colour[region]
-        rival_iou = np.zeros(size)
-        np.maximum.at(rival_iou, region[rival], iou[rival])
-        second = rival_iou
+        np.maximum.at(second, region[rival], iou[rival])
     margin = np.where(best > 0, 1.0 - second / np.maximum(best, 1e-12), 0.0)
     confidence = np.minimum(best / IOU_FULL, 1.0) * margin
     return best_colour, confidence
@@ -472,8 +493,9 @@ def colours_from_previous(
     settings: MatchSettings,
     frame: int,
     cache: ImageCache,
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(colour, confidence) per region carried from the previous fill, and the global shift.
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
+    """(colour, confidence) per region carried from the previous frame, the global shift, and
+    how the motion was followed ("flow", "shift" or "none").
 
     `owners` = (character names, owner index per region) from `region_owners`.
     """
@@ -515,9 +537,9 @@ def colours_from_previous(
         """Share of the votes (of `regions`) that go to their region's most voted colour."""
         if how not in scores:
             sparse_colours = colour_seen[seen_labels(how)[grid] + 1]
-            votes = vote_matrix(sparse_labels, sparse_colours, size, n_colours)
-            votes[0] = 0  # line pixels
-            scores[how] = (votes.max(axis=1), votes.sum(axis=1))
+            best, total = vote_agreement(sparse_labels, sparse_colours, size, n_colours)
+            best[0] = total[0] = 0  # line pixels
+            scores[how] = (best, total)
         best, total = scores[how]
         if regions is not None:
             best, total = best[regions], total[regions]
@@ -552,7 +574,8 @@ def colours_from_previous(
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
-    return colors, np.clip(best_conf, 0.0, 1.0), global_shift
+    motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
+    return colors, np.clip(best_conf, 0.0, 1.0), global_shift, motion
 
 
 @dataclass
@@ -567,9 +590,9 @@ class PreviousAnalysis:
 
 def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache: ImageCache) -> PreviousAnalysis:
     """From what the engine remembered of the frame it just painted, or from the arrays."""
-    known = cache.recall(PREVIOUS_ANALYSIS, previous.fill)
-    if isinstance(known, tuple) and known[0]() is previous.line_art:
-        return known[1]
+    known = cache.recall(PREVIOUS_ANALYSIS, (previous.line_art, previous.fill))
+    if isinstance(known, PreviousAnalysis):
+        return known
     seg = segment_line_art(
         previous.line_art,
         line_threshold=settings.line_threshold,
@@ -588,13 +611,7 @@ def remember_frame(
     colour_of: np.ndarray,
 ) -> None:
     """Keep this frame's analysis for the next frame, which gets these arrays as its previous."""
-    try:
-        line_ref = weakref.ref(line_art)
-    except TypeError:
-        return
-    cache.remember(
-        PREVIOUS_ANALYSIS, fill, (line_ref, PreviousAnalysis(seg.labels, seg.area, palette, colour_of))
-    )
+    cache.remember(PREVIOUS_ANALYSIS, (line_art, fill), PreviousAnalysis(seg.labels, seg.area, palette, colour_of))
 
 
 # ---- source 4: references -----------------------------------------------------------------------
@@ -717,7 +734,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
                 f"frame {item.frame}: key frame {reference.source!r} is {reference.image.shape[:2]}, "
                 f"the line art is {seg.shape}; a key frame must match its line art pixel for pixel"
             )
-    names, owner, background = region_owners(seg, item.masks)
+    names, owner, background = region_owners(seg, item.masks, item.frame)
     key = next((r for r in item.references if r.frame == item.frame), None)
     if key is not None:
         colors, _ = colours_from_image(seg, *image_index(key.image))
@@ -737,9 +754,9 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     colors = np.zeros((size, 4), dtype=np.uint16)
     confidence = np.zeros(size)
     source = np.full(size, SOURCE_NONE, dtype=np.int8)
-    shift = None
+    shift, motion = None, None
     if item.previous is not None:
-        colors, confidence, shift = colours_from_previous(
+        colors, confidence, shift, motion = colours_from_previous(
             seg, item.masks, (names, owner), item.previous, settings, item.frame, cache
         )
         source[:] = SOURCE_PREVIOUS
@@ -784,7 +801,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     colors[0] = TRANSPARENT
     confidence[0] = 0.0
     source[0] = SOURCE_NONE
-    return Assignment(colors=colors, confidence=confidence, source=source, shift=shift)
+    return Assignment(colors=colors, confidence=confidence, source=source, shift=shift, motion=motion)
 
 
 def describe_sources(assignment: Assignment) -> dict[str, int]:

@@ -67,6 +67,7 @@ class Segmentation:
     hint: np.ndarray  # H x W bool
     transparent_paper: bool
     colors: np.ndarray | None = None  # (n + 1, 4) uint16 exact colour per region, if known
+    runs: "Runs | None" = None  # runs of equal labels along rows (for moments), if known
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -76,17 +77,12 @@ class Segmentation:
     def _sums(self) -> np.ndarray:
         """(6, n + 1) float64 per-label sums of 1, x, y, x*x, y*y, x*y (moments up to order 2).
 
-        Summed over runs of equal labels along each row in closed form: a full-HD frame has a
+        Summed over the runs of equal labels along each row in closed form: a full-HD frame has a
         few hundred thousand runs instead of two million pixels.
         """
-        height, width = self.labels.shape
-        change = np.empty(self.labels.shape, dtype=bool)
-        change[:, 0] = True
-        np.not_equal(self.labels[:, 1:], self.labels[:, :-1], out=change[:, 1:])
-        starts = np.flatnonzero(change)
-        label = self.labels.ravel()[starts]
-        count = np.diff(np.append(starts, height * width)).astype(np.float64)
-        row, first = np.divmod(starts, width)
+        runs = self.runs if self.runs is not None else Runs.of(self.labels)
+        count = runs.length.astype(np.float64)
+        row, first = np.divmod(runs.start, self.labels.shape[1])
         y = row.astype(np.float64)
         x0 = first.astype(np.float64)
         x1 = x0 + count - 1  # last column of the run
@@ -96,6 +92,7 @@ class Segmentation:
 
         sum_x = count * (x0 + x1) / 2
         size = self.n_regions + 1
+        label = runs.label
         return np.stack(
             [
                 self.area.astype(np.float64),
@@ -130,18 +127,18 @@ class Segmentation:
     def bbox(self) -> np.ndarray:
         """(n + 1, 4) int64 x, y, width, height per region (zeros for empty labels)."""
         height, width = self.labels.shape
-        flat = self.labels.ravel()
+        runs = self.runs if self.runs is not None else Runs.of(self.labels)
+        row, first = np.divmod(runs.start, width)
+        last = first + runs.length - 1
         size = self.n_regions + 1
-        xs = np.tile(np.arange(width, dtype=np.int64), height)
-        ys = np.repeat(np.arange(height, dtype=np.int64), width)
         x0 = np.full(size, width, np.int64)
         y0 = np.full(size, height, np.int64)
         x1 = np.full(size, -1, np.int64)
         y1 = np.full(size, -1, np.int64)
-        np.minimum.at(x0, flat, xs)
-        np.minimum.at(y0, flat, ys)
-        np.maximum.at(x1, flat, xs)
-        np.maximum.at(y1, flat, ys)
+        np.minimum.at(x0, runs.label, first)
+        np.minimum.at(y0, runs.label, row)
+        np.maximum.at(x1, runs.label, last)
+        np.maximum.at(y1, runs.label, row)
         present = x1 >= 0
         return np.stack(
             [
@@ -283,8 +280,9 @@ def _relabel_from_neighbours(labels: np.ndarray, todo: np.ndarray) -> None:
 
 def label_regions(
     separator: np.ndarray, gap_close_px: int, min_region_px: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Regions (int32 labels, 0 = separator or speck) of the pixels outside `separator`, and areas."""
+) -> tuple[np.ndarray, np.ndarray, Runs]:
+    """Regions (int32 labels, 0 = separator or speck) of the pixels outside `separator`, their
+    areas and their runs."""
     free = ~separator
     if gap_close_px <= 0 or not separator.any():
         _, labels = cv2.connectedComponents(free.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
@@ -325,20 +323,40 @@ def label_regions(
     return _drop_specks(labels, min_region_px)
 
 
-def _drop_specks(labels: np.ndarray, min_region_px: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Runs:
+    """Runs of equal labels along the rows of a label image (row-major, never across rows)."""
+
+    start: np.ndarray  # (r,) flat index of each run's first pixel
+    length: np.ndarray  # (r,) pixels in the run
+    label: np.ndarray  # (r,) the run's label
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> "Runs":
+        height, width = labels.shape
+        change = np.empty(labels.shape, dtype=bool)
+        change[:, 0] = True
+        np.not_equal(labels[:, 1:], labels[:, :-1], out=change[:, 1:])
+        start = np.flatnonzero(change)
+        return cls(start, np.diff(np.append(start, height * width)), labels.ravel()[start])
+
+
+def _drop_specks(labels: np.ndarray, min_region_px: int) -> tuple[np.ndarray, np.ndarray, Runs]:
     """Set regions of `min_region_px` pixels or fewer to 0 and renumber the rest 1..n.
 
-    Returns the new labels and their pixel counts (index 0 = line and specks).
+    Returns the new labels, their pixel counts (index 0 = line and specks) and their runs.
     """
-    area = np.bincount(labels.ravel())
+    runs = Runs.of(labels)
+    area = np.bincount(runs.label, weights=runs.length).astype(np.int64)
     keep = area > min_region_px
     keep[0] = False
     new_area = np.concatenate([[area[~keep].sum()], area[keep]]).astype(np.int64)
     if keep[1:].all():  # nothing to drop: the labels are already 1..n
-        return labels, new_area
+        return labels, new_area, runs
     renumber = np.zeros(area.size, dtype=np.int32)
     renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return renumber[labels], new_area
+    # Neighbouring runs may now share label 0; the sums over runs stay right.
+    return renumber[labels], new_area, Runs(runs.start, runs.length, renumber[runs.label])
 
 
 def _border_labels(labels: np.ndarray, size: int) -> np.ndarray:
@@ -349,9 +367,10 @@ def _border_labels(labels: np.ndarray, size: int) -> np.ndarray:
     return touches
 
 
-def _build(labels: np.ndarray, area: np.ndarray, classes: LineClasses) -> Segmentation:
+def _build(labels: np.ndarray, area: np.ndarray, runs: Runs, classes: LineClasses) -> Segmentation:
     n_regions = len(area) - 1
     return Segmentation(
+        runs=runs,
         labels=labels,
         n_regions=n_regions,
         area=area,
@@ -374,8 +393,8 @@ def segment_line_art(
 ) -> Segmentation:
     """Split a line-art frame into regions (see the module docstring)."""
     classes = classify_line_art(line_art, line_threshold, hint_lines, what)
-    labels, area = label_regions(classes.ink | classes.hint, gap_close_px, min_region_px)
-    return _build(labels, area, classes)
+    labels, area, runs = label_regions(classes.ink | classes.hint, gap_close_px, min_region_px)
+    return _build(labels, area, runs, classes)
 
 
 def segment_colour_regions(image: np.ndarray, *, min_region_px: int, what: str = "reference") -> Segmentation:
@@ -393,10 +412,10 @@ def segment_colour_regions(image: np.ndarray, *, min_region_px: int, what: str =
     edge = np.zeros(keys.shape, dtype=bool)
     edge[:, :-1] |= keys[:, :-1] != keys[:, 1:]
     edge[:-1, :] |= keys[:-1, :] != keys[1:, :]
-    labels, area = label_regions(ink | edge, gap_close_px=0, min_region_px=min_region_px)
+    labels, area, runs = label_regions(ink | edge, gap_close_px=0, min_region_px=min_region_px)
     line_alpha = np.where(ink, np.float32(1.0), np.float32(0.0))
     classes = LineClasses(line_alpha=line_alpha, ink=ink, hint=np.zeros_like(ink), transparent_paper=False)
-    seg = _build(labels, area, classes)
+    seg = _build(labels, area, runs, classes)
     index, palette = index_colours(image)
     winner, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
     seg.colors = palette[winner]
