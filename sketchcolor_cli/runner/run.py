@@ -8,6 +8,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
+
 from sketchcolor_cli import __version__
 from sketchcolor_cli.engines.base import Engine, PreviousResult, WorkItem, engine_class
 from sketchcolor_cli.errors import FrameError, ManifestError, Problem
@@ -37,11 +39,14 @@ def _batches(units: list[FrameUnit], size: int) -> Iterator[list[FrameUnit]]:
 
 
 class _Carry:
-    """Finished frames' results that later frames carry colours from, read back from disk."""
+    """Finished frames' results that later frames carry colours from: the fill is always read
+    back from disk (so a resumed run sees exactly what an uninterrupted one does); the line art
+    of the frame just coloured is kept rather than decoded again."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
         self.failed: set[int] = set()
+        self.last_line_art: tuple[int, np.ndarray] | None = None
 
     def previous_for(self, unit: FrameUnit) -> tuple[PreviousResult | None, str | None]:
         if unit.depends_on is None:
@@ -54,7 +59,10 @@ class _Carry:
             return None, f"frame {source.frame} has no fill layer; coloured from the references alone"
         try:
             fill = read_fill_layer(fill_path)
-            line_art = read_rgba16(source.line_path)
+            if self.last_line_art is not None and self.last_line_art[0] == source.frame:
+                line_art = self.last_line_art[1]
+            else:
+                line_art = read_rgba16(source.line_path)
         except (ImageError, KeyError) as error:
             return None, f"cannot read frame {source.frame}'s result back ({error}); coloured from the references"
         return PreviousResult(frame=source.frame, line_art=line_art, fill=fill), None
@@ -132,7 +140,9 @@ def _run_batch(
     for unit in batch:
         previous, note = carry.previous_for(unit)
         try:
-            items.append((unit, inputs.work_item(unit, previous), [note] if note else []))
+            item = inputs.work_item(unit, previous)
+            items.append((unit, item, [note] if note else []))
+            carry.last_line_art = (unit.frame, item.line_art)
         except FrameError as error:
             _failed(unit, str(error), carry, log, reporter, summary)
     if not items:

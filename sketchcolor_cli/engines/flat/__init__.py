@@ -23,7 +23,7 @@ from .match import (
     remember_frame,
 )
 from .paint import fill_palette, paint_layers
-from .segment import Segmentation, segment_line_art
+from .segment import Segmentation
 
 
 # Bump when the same inputs and settings would give different pixels.
@@ -108,14 +108,7 @@ class FlatEngine(Engine):
     # -- the three stages, public so that tools and timing scripts can call them one by one --
 
     def segment(self, item: WorkItem) -> Segmentation:
-        return segment_line_art(
-            item.line_art,
-            line_threshold=self.settings.line_threshold,
-            gap_close_px=self.settings.gap_close_px,
-            hint_lines=self.settings.hint_lines,
-            min_region_px=self.settings.min_region_px,
-            what=f"frame {item.frame} line art",
-        )
+        return self._match_settings.segment(item.line_art, f"frame {item.frame} line art")
 
     def match(self, item: WorkItem, seg: Segmentation) -> Assignment:
         return match_regions(item, seg, self._match_settings, self._cache)

@@ -82,6 +82,17 @@ class MatchSettings:
     min_region_px: int
     previous_min_confidence: float
 
+    def segment(self, line_art: np.ndarray, what: str) -> Segmentation:
+        """Regions of a line-art drawing with these settings (frames, previous frames, references)."""
+        return segment_line_art(
+            line_art,
+            line_threshold=self.line_threshold,
+            gap_close_px=self.gap_close_px,
+            hint_lines=self.hint_lines,
+            min_region_px=self.min_region_px,
+            what=what,
+        )
+
 
 @dataclass
 class Assignment:
@@ -593,14 +604,7 @@ def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache:
     known = cache.recall(PREVIOUS_ANALYSIS, (previous.line_art, previous.fill))
     if isinstance(known, PreviousAnalysis):
         return known
-    seg = segment_line_art(
-        previous.line_art,
-        line_threshold=settings.line_threshold,
-        gap_close_px=settings.gap_close_px,
-        hint_lines=settings.hint_lines,
-        min_region_px=settings.min_region_px,
-        what=f"previous frame {previous.frame} line art",
-    )
+    seg = settings.segment(previous.line_art, f"previous frame {previous.frame} line art")
     index, palette = index_colours(previous.fill)
     colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
     return PreviousAnalysis(seg.labels, seg.area, palette, colour_of)
@@ -638,14 +642,7 @@ def build_reference_model(reference: Reference, settings: MatchSettings) -> Refe
             raise ValueError(
                 f"{what}: line art {reference.line.shape} and image {reference.image.shape} differ in size"
             )
-        seg = segment_line_art(
-            reference.line,
-            line_threshold=settings.line_threshold,
-            gap_close_px=settings.gap_close_px,
-            hint_lines=settings.hint_lines,
-            min_region_px=settings.min_region_px,
-            what=f"{what} line art",
-        )
+        seg = settings.segment(reference.line, f"{what} line art")
         index, palette = index_colours(reference.image)
         seg.colors, _ = colours_from_image(seg, index, palette)
     else:
