@@ -10,7 +10,7 @@ import pytest
 
 from sketchcolor_cli.engines.base import FULL, PreviousResult, Reference, WorkItem, engine_class, to_rgba16
 from sketchcolor_cli.engines.flat import FlatEngine, FlatSettings
-from sketchcolor_cli.engines.flat.match import assign_min_cost, decide_by_overlap, vote_agreement
+from sketchcolor_cli.engines.flat.match import decide_by_overlap, vote_agreement
 from sketchcolor_cli.engines.flat.segment import index_colours, segment_line_art, vote_colours
 
 SIZE = 128
@@ -419,13 +419,6 @@ def test_per_character_shifts_carry_two_characters_moving_apart() -> None:
     assert not parts_right(blind) or blind.stats["unsure_regions"] > 0
 
 
-def test_assignment_prefers_one_to_one_then_allows_many_to_one() -> None:
-    cost = np.array([[0.10, 0.20, 5.0], [0.12, 0.18, 5.0], [0.30, 4.0, 5.0]])
-    # Row 1 would rather take column 0, but row 0 fits it better and row 1 has column 1 nearby;
-    # row 2 has nothing near but column 0, which it shares.
-    assert assign_min_cost(cost).tolist() == [0, 1, 0]
-
-
 def test_unsure_region_is_marked_for_review() -> None:
     three = blank()
     cv2.circle(three, (64, 64), 40, INK, 2)
@@ -531,9 +524,10 @@ def test_overlap_decision_prefers_the_matching_region_and_keeps_limbs_opaque() -
     overlap = np.array([50, 35, 60, 40, 60, 40], dtype=float)
     area = np.array([0, 100, 100, 100], dtype=float)
     foreground = np.array([False, True, True, False])
-    colour, confidence = decide_by_overlap(
+    colour, confidence, came_from = decide_by_overlap(
         region, before, overlap, area, previous_area, previous_colour, foreground, transparent=0
     )
+    assert came_from[1:].tolist() == [2, 1, 3]
     assert colour[1:].tolist() == [2, 1, 0]
     assert confidence[2] < 0.1 < confidence[1]  # the limb over the old hole is flagged
 

@@ -122,23 +122,23 @@ def to_rgba16(image: np.ndarray) -> np.ndarray:
     """Any image array (grey/RGB/RGBA; uint8, uint16 or float in [0, 1]) to H x W x 4 uint16."""
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.dtype == np.uint8:
-        data = image.astype(np.uint16) * 257
-    elif image.dtype == np.uint16:
-        data = image
-    elif np.issubdtype(image.dtype, np.floating):
-        data = np.round(np.clip(image, 0.0, 1.0) * FULL).astype(np.uint16)
-    else:
-        raise TypeError(f"unsupported pixel type {image.dtype}")
-    channels = data.shape[2]
-    if channels == 1:
-        rgb, alpha = np.repeat(data, 3, axis=2), None
-    elif channels == 2:
-        rgb, alpha = np.repeat(data[:, :, :1], 3, axis=2), data[:, :, 1:2]
-    elif channels == 3:
-        rgb, alpha = data, None
-    else:
-        rgb, alpha = data[:, :, :3], data[:, :, 3:4]
-    if alpha is None:
-        alpha = np.full(rgb.shape[:2] + (1,), FULL, dtype=np.uint16)
-    return np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))
+    height, width, channels = image.shape
+    out = np.empty((height, width, 4), dtype=np.uint16)
+    colour = out[:, :, :3]
+    alpha = out[:, :, 3:]
+    source_colour = image[:, :, :1] if channels <= 2 else image[:, :, :3]
+    source_alpha = image[:, :, 1:2] if channels == 2 else (image[:, :, 3:4] if channels >= 4 else None)
+    # Written into `out` channel group by channel group: a 4K frame is converted without temporaries.
+    for target, source in ((colour, source_colour), (alpha, source_alpha)):
+        if source is None:
+            target.fill(FULL)
+        elif source.dtype == np.uint8:
+            np.multiply(source, np.uint16(257), out=target, casting="unsafe")
+        elif source.dtype == np.uint16:
+            np.copyto(target, source)  # broadcasts grey over the three colour channels
+        elif np.issubdtype(source.dtype, np.floating):
+            scaled = np.clip(source, 0.0, 1.0) * FULL
+            np.copyto(target, np.round(scaled), casting="unsafe")
+        else:
+            raise TypeError(f"unsupported pixel type {image.dtype}")
+    return out

@@ -339,7 +339,10 @@ def read_rgba16(path: str | os.PathLike[str], *, what: str = "image") -> np.ndar
     """Any readable image as H x W x 4 uint16 sRGB, straight alpha (65535 where the file has none)."""
     image = read_image(path, what=what)
     indices = _pick_rgba(image.channel_names)
-    data = image.pixels[:, :, indices]
+    if indices == list(range(len(indices))):
+        data = image.pixels[:, :, : len(indices)]  # the usual case: a view, not a copy
+    else:
+        data = image.pixels[:, :, indices]
     names = [image.channel_names[i] for i in indices]
     if data.dtype == np.float32:
         straight = str(image.attributes.get("sketchcolor:alpha", "")).startswith("straight")
@@ -487,6 +490,11 @@ def _to_exr_float(pixels: np.ndarray, colour: list[int]) -> np.ndarray:
     return unit.astype(np.float32)
 
 
+# 16-bit value -> nearest 8-bit value (v * 257 -> v exactly), as one table lookup.
+_TO_8BIT = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+_PNG_FILTER_NONE = 8  # libpng's PNG_FILTER_NONE flag
+
+
 def write_image(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -523,7 +531,7 @@ def write_image(
     else:
         names = {1: ["Y"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}[channels]
         if bit_depth == 8:
-            data = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+            data = _TO_8BIT[pixels]
             oiio_type = "uint8"
         else:
             data, oiio_type = pixels, "uint16"
@@ -543,6 +551,9 @@ def write_image(
         spec.attribute("oiio:ColorSpace", LINEAR_COLORSPACE)
     if compression is not None:
         spec.attribute("compression", compression)
+    if ext == "png":
+        # No row filter: flat colour fields deflate better and about twice as fast without one.
+        spec.attribute("png:filter", _PNG_FILTER_NONE)
     _apply_metadata(spec, ext, items, path)
     data = np.ascontiguousarray(data)
     _atomic_write(path, lambda temp: _write_oiio(temp, path, spec, data))

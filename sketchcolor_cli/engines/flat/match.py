@@ -4,20 +4,20 @@ Sources, strongest first:
 
 1. a key frame of this very frame (`Reference.frame == item.frame`): each region takes the commonest
    exact colour of the key image under it, confidence 1;
-2. the previous frame (its line art and palette-exact fill): its regions are carried onto this
-   frame by the motion between the two drawings (dense optical flow on the line masks, or one
+2. the previous frame (its line art and palette-exact fill), carried onto this frame (`carry_from`):
+   the motion between the two drawings is followed (dense optical flow on the line masks, or one
    phase-correlation shift, or none: whichever makes the colours agree best; with per-character
    masks in both frames, a character's mask shift where that agrees better still), and each
-   region takes the colour of the previous region it overlaps best (intersection over union);
-   drawn regions never turn transparent just because they moved over the old background.
-   Confidence = that IoU (full at IOU_FULL) times its margin over other colours. Regions below
+   region takes the colour of the region it overlaps best (intersection over union); drawn
+   regions never turn transparent just because they moved over the old background. Confidence =
+   that IoU (full at IOU_FULL) times its margin over other colours. Regions the motion lost are
+   looked for by shape, place and context (`structure.match_by_structure`). Regions still below
    ``previous_min_confidence`` are matched again by 3 and 4;
 3. background: paper regions touching the image border (or covered by the ``background`` mask)
    are transparent, or take the commonest colour of ``item.background`` under them;
-4. references (model sheets, other key frames): regions are described by colour-free features that
-   survive pose changes (position relative to the character's barycentre in units of its spread,
-   relative area, elongation and orientation) and matched to reference regions by minimum cost, one
-   to one while that costs little, many to one after that.
+4. references: other key frames of the cut (in the frame's own space) and model sheets, which are
+   first laid over the character (scaled and moved so that the drawings' barycentres and sizes
+   agree), are carried exactly like a previous frame; each region takes the most confident answer.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ import cv2
 import numpy as np
 
 from ..base import PreviousResult, Reference, WorkItem
+from .structure import Counterpart, match_by_structure
 from .segment import (
     FULL,
     Segmentation,
     index_colours,
     segment_colour_regions,
+    keys_to_colours,
+    regions_from_labels,
     segment_line_art,
     vote_colours,
 )
@@ -47,14 +50,6 @@ SOURCE_NAMES = ("none", "key", "previous", "reference", "background")
 
 TRANSPARENT = np.zeros(4, dtype=np.uint16)
 
-# Feature weights of the reference matching cost (position is in units of the character's spread).
-POSITION_WEIGHT = 1.0
-AREA_WEIGHT = 0.35
-ELONGATION_WEIGHT = 0.5
-ORIENTATION_WEIGHT = 0.25
-# A region may take a reference region other than its cheapest when that costs at most this much
-# more and its cheapest was taken by a better-fitting region.
-ONE_TO_ONE_SLACK = 0.15
 # A region touching the image border is background unless a character mask covers this much of it.
 CHARACTER_EDGE_COVER = 0.9
 # Candidate shifts from the previous frame are scored on every n-th pixel in each direction.
@@ -105,101 +100,7 @@ class Assignment:
     motion: str | None = None  # how the previous frame was followed: "flow", "shift" or "none"
 
 
-@dataclass
-class ReferenceModel:
-    """A reference's regions, their exact colours and their matching features."""
-
-    colors: np.ndarray  # (m, 4) uint16, usable regions only
-    features: "RegionFeatures"
-    source: str
-
-
-@dataclass
-class RegionFeatures:
-    """Colour-free region descriptors, relative to the whole drawing (the character)."""
-
-    position: np.ndarray  # (k, 2) offset of the centroid from the barycentre, in spreads
-    log_area: np.ndarray  # (k,) log of the share of the drawing's area
-    elongation: np.ndarray  # (k,) 1 - minor / major axis (0 = round)
-    orientation: np.ndarray  # (k,) major axis angle in radians, [0, pi)
-
-    def take(self, rows: np.ndarray) -> "RegionFeatures":
-        return RegionFeatures(
-            self.position[rows], self.log_area[rows], self.elongation[rows], self.orientation[rows]
-        )
-
-
 # ---- shared helpers ---------------------------------------------------------------------------
-
-
-def region_features(seg: Segmentation, regions: np.ndarray) -> RegionFeatures:
-    """Features of `regions` (label numbers), normalised over the union of those regions."""
-    area = seg.area[regions].astype(np.float64)
-    centroid = seg.centroid[regions]
-    covariance = seg.covariance[regions]
-    total = max(float(area.sum()), 1.0)
-    barycentre = (area[:, None] * centroid).sum(axis=0) / total
-    offset = centroid - barycentre
-    # Pooled spread of all the drawing's pixels: within-region variance plus between-region.
-    spread_sq = (area[:, None] * (covariance[:, :2] + offset**2)).sum(axis=0) / total
-    spread = np.sqrt(np.maximum(spread_sq, 1e-6))
-    var_x, var_y, cov_xy = covariance[:, 0], covariance[:, 1], covariance[:, 2]
-    half_trace = (var_x + var_y) / 2
-    radius = np.sqrt(((var_x - var_y) / 2) ** 2 + cov_xy**2)
-    major = half_trace + radius
-    minor = np.maximum(half_trace - radius, 0.0)
-    return RegionFeatures(
-        position=offset / spread,
-        log_area=np.log(area / total),
-        elongation=1.0 - np.sqrt(minor / np.maximum(major, 1e-12)),
-        orientation=np.mod(0.5 * np.arctan2(2 * cov_xy, var_x - var_y), np.pi),
-    )
-
-
-def matching_cost(frame: RegionFeatures, reference: RegionFeatures, chunk: int = 256) -> np.ndarray:
-    """(k_frame, k_reference) float32 cost of giving each frame region each reference region's colour."""
-    ref_x, ref_y = reference.position[:, 0].astype(np.float32), reference.position[:, 1].astype(np.float32)
-    ref_area = reference.log_area.astype(np.float32)
-    ref_elong = reference.elongation.astype(np.float32)
-    ref_angle = reference.orientation.astype(np.float32)
-    cost = np.empty((len(frame.log_area), len(ref_area)), dtype=np.float32)
-    for start in range(0, cost.shape[0], chunk):  # rows in chunks keep the temporaries small
-        rows = slice(start, start + chunk)
-        x = frame.position[rows, 0, None].astype(np.float32)
-        y = frame.position[rows, 1, None].astype(np.float32)
-        elong = frame.elongation[rows, None].astype(np.float32)
-        out = cost[rows]
-        np.multiply(np.hypot(x - ref_x, y - ref_y), POSITION_WEIGHT, out=out)
-        out += AREA_WEIGHT * np.abs(frame.log_area[rows, None].astype(np.float32) - ref_area)
-        out += ELONGATION_WEIGHT * np.abs(elong - ref_elong)
-        angle = np.abs(frame.orientation[rows, None].astype(np.float32) - ref_angle)
-        angle = np.minimum(angle, np.float32(np.pi) - angle) * np.float32(2 / np.pi)  # 1 = perpendicular
-        # Orientation only means something for elongated regions on both sides.
-        angle *= np.minimum(elong, ref_elong)
-        out += ORIENTATION_WEIGHT * angle
-    return cost
-
-
-def assign_min_cost(cost: np.ndarray) -> np.ndarray:
-    """Reference region index for each frame region (rows of `cost`).
-
-    Greedy by ascending cost, each reference region used once while a region can have one within
-    ONE_TO_ONE_SLACK of its cheapest; the regions left over take their cheapest (many to one).
-    """
-    n_frame, n_reference = cost.shape
-    cheapest = cost.argmin(axis=1)
-    best = cost[np.arange(n_frame), cheapest]
-    rows, cols = np.nonzero(cost <= best[:, None] + ONE_TO_ONE_SLACK)
-    order = np.lexsort((cols, rows, cost[rows, cols]))
-    chosen = np.full(n_frame, -1, dtype=np.int64)
-    used = np.zeros(n_reference, dtype=bool)
-    for row, col in zip(rows[order].tolist(), cols[order].tolist()):
-        if chosen[row] < 0 and not used[col]:
-            chosen[row] = col
-            used[col] = True
-    left = chosen < 0
-    chosen[left] = cheapest[left]
-    return chosen
 
 
 def _content_key(image: np.ndarray) -> bytes:
@@ -456,8 +357,9 @@ def decide_by_overlap(
     previous_colour: np.ndarray,
     foreground: np.ndarray,
     transparent: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(colour index, confidence) per region from its overlaps with the previous frame's regions.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(colour index, confidence, previous region) per region from its overlaps with the previous
+    frame's regions.
 
     Each previous region that overlaps a region under the motion offers its colour, scored by
     intersection over union, so a thin region (a belt, a shadow strip, a cuff) takes the colour of
@@ -478,6 +380,7 @@ def decide_by_overlap(
         keep = ~(clear & ignore[region])
         region, before, overlap, colour = region[keep], before[keep], overlap[keep], colour[keep]
     best_colour = np.zeros(size, dtype=np.int64)
+    best_before = np.zeros(size, dtype=np.int64)
     best = np.zeros(size)
     second = np.zeros(size)
     if region.size:
@@ -485,15 +388,16 @@ def decide_by_overlap(
         # Per region, best IoU first (ties: lower colour index); its first pair of another
         # colour is the rival.
         order = np.lexsort((colour, -iou, region))
-        region, colour, iou = region[order], colour[order], iou[order]
+        region, colour, iou, before = region[order], colour[order], iou[order], before[order]
         first = np.r_[True, region[1:] != region[:-1]]
         best_colour[region[first]] = colour[first]
+        best_before[region[first]] = before[first]
         best[region[first]] = iou[first]
         rival = colour != best_colour[region]
         np.maximum.at(second, region[rival], iou[rival])
     margin = np.where(best > 0, 1.0 - second / np.maximum(best, 1e-12), 0.0)
     confidence = np.minimum(best / IOU_FULL, 1.0) * margin
-    return best_colour, confidence
+    return best_colour, confidence, best_before
 
 
 def colours_from_previous(
@@ -516,14 +420,44 @@ def colours_from_previous(
             f"(line art {previous.line_art.shape[:2]}), this frame {seg.shape}; a cut must keep one size"
         )
     analysis = _previous_analysis(previous, settings, cache)
-    size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), len(analysis.area) - 1
+    names, owner = owners
+    foreground = owner >= 0 if names else ~seg.touches_border
+    character_shifts = []
+    for character, name in enumerate(names):
+        if name in previous.masks:
+            now, then = _centroid(masks[name]), _centroid(previous.masks[name])
+            if now is not None and then is not None:
+                character_shifts.append((owner == character, tuple(np.round(now - then).astype(int).tolist())))
+    return carry_from(seg, analysis, foreground, character_shifts, settings)
+
+
+def carry_from(
+    seg: Segmentation,
+    analysis: "PreviousAnalysis",
+    foreground: np.ndarray,
+    character_shifts: list[tuple[np.ndarray, tuple[int, int]]],
+    settings: MatchSettings,
+    lines_of_interest: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
+    """(colour, confidence) per region of `seg` from a coloured drawing in the same frame space
+    (the previous frame, a key frame, an aligned model sheet), the global shift, and how the motion
+    was followed ("flow", "shift" or "none").
+
+    `foreground`: the drawn regions (they never take the drawing's transparent colour while others
+    offer); `character_shifts`: (regions, shift) of characters whose masks moved by that shift;
+    `lines_of_interest`: where this frame's lines count for the motion (default: everywhere).
+    """
+    size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), analysis.seg.n_regions
     # Colour index of what a pixel sees, by previous label + 1: outside the frame (0) and on a
     # previous line (1; its fill shows a neighbour's colour, not its own) it sees nothing (-1).
     colour_seen = np.concatenate([[-1, -1], analysis.colour_of[1:]]).astype(np.int32)
 
     scale = _motion_scale(seg.shape)
-    previous_small = _motion_image(analysis.labels == 0, scale)
-    current_small = _motion_image(seg.labels == 0, scale)
+    previous_small = _motion_image(analysis.seg.labels == 0, scale)
+    lines = seg.labels == 0
+    if lines_of_interest is not None:
+        lines &= lines_of_interest
+    current_small = _motion_image(lines, scale)
     global_shift = estimate_shift(previous_small, current_small, scale)
     where = _flow_sampler(previous_small, current_small, scale, seg.shape)
     moved: dict[object, np.ndarray] = {}
@@ -532,9 +466,9 @@ def colours_from_previous(
         """The previous frame's region label seen from each pixel of this frame (-1 outside)."""
         if how not in moved:
             if how == "flow":
-                moved[how] = _sampled_by_flow(analysis.labels, where)
+                moved[how] = _sampled_by_flow(analysis.seg.labels, where)
             else:
-                moved[how] = _shifted(analysis.labels, *how)  # type: ignore[misc]
+                moved[how] = _shifted(analysis.seg.labels, *how)  # type: ignore[misc]
         return moved[how]
 
     # One way of following the motion per drawing, not per region: a small region can sit wholly
@@ -559,42 +493,42 @@ def colours_from_previous(
     chosen = max(dict.fromkeys(["flow", global_shift, (0, 0)]), key=agreement)
     seen = seen_labels(chosen)
 
-    names, owner = owners
-    for character, name in enumerate(names):
-        if name not in previous.masks:
+    for regions, shift in character_shifts:
+        if not regions.any():
             continue
-        now, then = _centroid(masks[name]), _centroid(previous.masks[name])
-        regions = owner == character
-        if now is None or then is None or not regions.any():
-            continue
-        shift = tuple(np.round(now - then).astype(int).tolist())
         if shift != chosen and agreement(shift, regions) > agreement(chosen, regions):
             pixels = regions[seg.labels]
             if seen is moved[chosen]:
                 seen = seen.copy()
             seen[pixels] = seen_labels(shift)[pixels]
 
-    # Drawn parts: owned by a character mask, or (without masks) enclosed by lines.
-    foreground = owner >= 0 if names else ~seg.touches_border
     transparent = 0 if n_colours and analysis.palette[0, 3] == 0 else None  # key 0 sorts first
     region, before, overlap = overlap_pairs(seg.labels, np.maximum(seen, 0), size, n_previous)
-    best_colour, best_conf = decide_by_overlap(
+    best_colour, best_conf, best_before = decide_by_overlap(
         region, before, overlap.astype(np.float64), seg.area.astype(np.float64),
-        analysis.area.astype(np.float64), analysis.colour_of, foreground, transparent,
+        analysis.seg.area.astype(np.float64), analysis.colour_of, foreground, transparent,
     )
+    best_conf = np.clip(best_conf, 0.0, 1.0)
+    if n_colours:
+        # Drawn regions the motion lost are looked for by shape, place and context instead.
+        open_ = foreground & (best_conf < settings.previous_min_confidence)
+        open_[0] = False
+        if open_.any():
+            best_colour, best_conf = match_by_structure(
+                seg, Counterpart(analysis.seg, analysis.colour_of), best_colour, best_conf, best_before, open_
+            )
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
     motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
-    return colors, np.clip(best_conf, 0.0, 1.0), global_shift, motion
+    return colors, best_conf, global_shift, motion
 
 
 @dataclass
 class PreviousAnalysis:
     """The previous frame as matching needs it: its regions and the colour of each."""
 
-    labels: np.ndarray  # H x W int32 regions of its line art (0 = line)
-    area: np.ndarray  # (p + 1,) pixels per region
+    seg: Segmentation  # regions of its line art
     palette: np.ndarray  # (k, 4) uint16, sorted by colour key (transparent first)
     colour_of: np.ndarray  # (p + 1,) index into palette of each region's colour
 
@@ -607,7 +541,7 @@ def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache:
     seg = settings.segment(previous.line_art, f"previous frame {previous.frame} line art")
     index, palette = index_colours(previous.fill)
     colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
-    return PreviousAnalysis(seg.labels, seg.area, palette, colour_of)
+    return PreviousAnalysis(seg, palette, colour_of)
 
 
 def remember_frame(
@@ -615,10 +549,95 @@ def remember_frame(
     colour_of: np.ndarray,
 ) -> None:
     """Keep this frame's analysis for the next frame, which gets these arrays as its previous."""
-    cache.remember(PREVIOUS_ANALYSIS, (line_art, fill), PreviousAnalysis(seg.labels, seg.area, palette, colour_of))
+    cache.remember(PREVIOUS_ANALYSIS, (line_art, fill), PreviousAnalysis(seg, palette, colour_of))
 
 
 # ---- source 4: references -----------------------------------------------------------------------
+
+
+@dataclass
+class SheetDrawing:
+    """A model sheet (or any coloured drawing of a character) ready to be laid over a frame."""
+
+    seg: Segmentation
+    palette: np.ndarray  # (k, 4) uint16 exact colours (snapped to the named palette)
+    colour_of: np.ndarray  # (m + 1,) palette index per region, -1 for paper and lines
+    barycentre: np.ndarray  # (2,) of the drawn regions
+    spread: float  # their size (geometric mean of the x and y standard deviations)
+    source: str
+
+
+def _pooled_frame(seg: Segmentation, regions: np.ndarray) -> tuple[np.ndarray, float]:
+    """(barycentre, size) of the union of `regions`, from their moments."""
+    area = seg.area[regions].astype(np.float64)
+    total = max(float(area.sum()), 1.0)
+    centroid = seg.centroid[regions]
+    barycentre = (area[:, None] * centroid).sum(axis=0) / total
+    variance = (area[:, None] * (seg.covariance[regions, :2] + (centroid - barycentre) ** 2)).sum(axis=0) / total
+    return barycentre, float(np.sqrt(np.sqrt(max(variance[0], 1e-6) * max(variance[1], 1e-6))))
+
+
+def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetDrawing | None:
+    """Regions of a reference with their exact colours (None if it has no drawn regions)."""
+    what = f"reference {reference.source or reference.character or '(unnamed)'}"
+    if reference.line is not None:
+        if reference.line.shape != reference.image.shape:
+            raise ValueError(
+                f"{what}: line art {reference.line.shape} and image {reference.image.shape} differ in size"
+            )
+        seg = settings.segment(reference.line, f"{what} line art")
+        index, palette = index_colours(reference.image)
+        seg.colors, _ = colours_from_image(seg, index, palette)
+    else:
+        seg = segment_colour_regions(reference.image, min_region_px=settings.min_region_px, what=what)
+    assert seg.colors is not None
+    # Paper: white or clear regions at the border (told apart before snapping, which would
+    # turn white into the nearest named colour).
+    paper = seg.touches_border & ((seg.colors[:, 3] == 0) | (seg.colors[:, :3] == FULL).all(axis=1))
+    drawn = (seg.area > 0) & ~paper & (seg.colors[:, 3] > 0)
+    colors = _snap_to_palette(seg.colors, reference.palette)
+    drawn[0] = False
+    regions = np.flatnonzero(drawn)
+    if regions.size == 0:
+        return None
+    keys, colour_of = np.unique(_keys(colors[regions]), return_inverse=True)
+    colour_index = np.full(seg.n_regions + 1, -1, dtype=np.int64)
+    colour_index[regions] = colour_of.ravel()
+    barycentre, spread = _pooled_frame(seg, regions)
+    return SheetDrawing(seg, keys_to_colours(keys), colour_index, barycentre, spread, what)
+
+
+def colours_from_drawing(
+    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, settings: MatchSettings, *, align: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, confidence) per region of `seg` (only `group`'s are set), carried from a coloured
+    drawing like from a previous frame. With `align` the drawing (a model sheet) is first scaled
+    and moved onto the group's regions: same barycentre, same size."""
+    size = seg.n_regions + 1
+    colors = np.zeros((size, 4), dtype=np.uint16)
+    confidence = np.zeros(size)
+    if drawing.seg.shape != seg.shape and not align:
+        raise ValueError(f"{drawing.source} is {drawing.seg.shape}, the frame {seg.shape}; a key frame must match")
+    if align:
+        barycentre, spread = _pooled_frame(seg, group)
+        scale = spread / max(drawing.spread, 1e-6)
+        offset = barycentre - scale * drawing.barycentre
+        transform = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
+        height, width = seg.shape
+        labels = drawing.seg.labels
+        source = labels.astype(np.uint16) if drawing.seg.n_regions < FULL else labels.astype(np.float32)
+        warped = cv2.warpAffine(source, transform, (width, height), flags=cv2.INTER_NEAREST, borderValue=0)
+        laid = PreviousAnalysis(regions_from_labels(warped, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
+    else:
+        laid = PreviousAnalysis(drawing.seg, drawing.palette, drawing.colour_of)
+    foreground = np.zeros(size, dtype=bool)
+    foreground[group] = True
+    # Only this character's lines guide the motion: another character is not on its sheet.
+    interest = foreground[seg.grown]
+    found, sure, _, _ = carry_from(seg, laid, foreground, [], settings, lines_of_interest=interest)
+    colors[group] = found[group]
+    confidence[group] = sure[group]
+    return colors, confidence
 
 
 def _snap_to_palette(colors: np.ndarray, palette: dict[str, tuple[int, int, int]] | None) -> np.ndarray:
@@ -634,55 +653,6 @@ def _snap_to_palette(colors: np.ndarray, palette: dict[str, tuple[int, int, int]
     return colors
 
 
-def build_reference_model(reference: Reference, settings: MatchSettings) -> ReferenceModel | None:
-    """Regions of a reference with their exact colours and features (None if it has no regions)."""
-    what = f"reference {reference.source or reference.character or '(unnamed)'}"
-    if reference.line is not None:
-        if reference.line.shape != reference.image.shape:
-            raise ValueError(
-                f"{what}: line art {reference.line.shape} and image {reference.image.shape} differ in size"
-            )
-        seg = settings.segment(reference.line, f"{what} line art")
-        index, palette = index_colours(reference.image)
-        seg.colors, _ = colours_from_image(seg, index, palette)
-    else:
-        seg = segment_colour_regions(reference.image, min_region_px=settings.min_region_px, what=what)
-    assert seg.colors is not None
-    usable = np.flatnonzero((seg.area > 0) & ~seg.touches_border)
-    usable = usable[usable > 0]
-    if usable.size == 0:
-        return None
-    colors = _snap_to_palette(seg.colors[usable], reference.palette)
-    return ReferenceModel(colors=colors, features=region_features(seg, usable), source=what)
-
-
-def colours_from_references(
-    seg: Segmentation, regions: np.ndarray, wanted: np.ndarray, models: list[ReferenceModel]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(colour, confidence) for the `wanted` subset of `regions` (one character's) from its references.
-
-    Features are normalised over all of `regions` (the whole character); only the wanted rows are
-    matched.
-    """
-    features = region_features(seg, regions).take(wanted)
-    colors = np.concatenate([model.colors for model in models], axis=0)
-    cost = np.concatenate([matching_cost(features, model.features) for model in models], axis=1)
-    chosen = assign_min_cost(cost)
-    rows = np.arange(len(chosen))
-    chosen_cost = cost[rows, chosen].astype(np.float64)
-    # The cheapest reference region of each colour; the rival is the cheapest other colour.
-    colour_id = np.unique(_keys(colors), return_inverse=True)[1].ravel()
-    order = np.argsort(colour_id, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(colour_id[order]) != 0])
-    per_colour = np.minimum.reduceat(cost[:, order], starts, axis=1)
-    per_colour[rows, colour_id[chosen]] = np.inf
-    rival = per_colour.min(axis=1).astype(np.float64) if per_colour.shape[1] > 1 else np.full(len(rows), np.inf)
-    # Confident when the nearest region of another colour costs clearly more, and the fit is good.
-    margin = np.where(np.isfinite(rival), (rival - chosen_cost) / (rival + 0.05), 1.0)
-    confidence = np.clip(margin, 0.0, 1.0) * np.exp(-chosen_cost)
-    return colors[chosen], confidence
-
-
 def _keys(colors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(colors, dtype=np.uint16).view(np.uint64).ravel()
 
@@ -691,11 +661,11 @@ def _keys(colors: np.ndarray) -> np.ndarray:
 
 
 def _references_for(character: str, references: list[Reference]) -> list[Reference]:
+    """A character's own sheets and the whole-frame references (key frames); all of them for
+    regions no character owns."""
     own = [r for r in references if r.character == character] if character else []
-    if own:
-        return own
     general = [r for r in references if r.character == ""]
-    return general or references
+    return own + general if own else (general or references)
 
 
 def _background_colours(
@@ -716,10 +686,10 @@ def _background_colours(
 def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, cache: ImageCache) -> Assignment:
     """One colour per region of `seg` for `item` (see the module docstring for the order)."""
 
-    def reference_model(reference: Reference) -> ReferenceModel | None:
+    def sheet_drawing(reference: Reference) -> SheetDrawing | None:
         images = (reference.image,) if reference.line is None else (reference.image, reference.line)
-        tag = f"model:{sorted((reference.palette or {}).items())!r}:{settings!r}"
-        return cache.get(tag, images, lambda: build_reference_model(reference, settings))  # type: ignore[return-value]
+        tag = f"sheet:{sorted((reference.palette or {}).items())!r}:{settings!r}"
+        return cache.get(tag, images, lambda: build_sheet_drawing(reference, settings))  # type: ignore[return-value]
 
     def image_index(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return cache.get("index", (image,), lambda: index_colours(image))  # type: ignore[return-value]
@@ -776,19 +746,23 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     if open_.any() and others:
         for character in sorted(set(owner[open_].tolist())):
             name = names[character] if character >= 0 else ""
-            models = [m for m in (reference_model(r) for r in _references_for(name, others)) if m is not None]
-            if not models:
-                continue
-            # Features are relative to the whole character, so describe all its regions.
             group = np.flatnonzero((owner == character) & ~background)
             group = group[group > 0]
-            if group.size == 0:
+            targets = group[open_[group]]
+            if targets.size == 0:
                 continue
-            wanted = np.flatnonzero(open_[group])
-            if wanted.size == 0:
-                continue
-            targets = group[wanted]
-            found_colors, found_conf = colours_from_references(seg, group, wanted, models)
+            found_colors = np.zeros((len(targets), 4), dtype=np.uint16)
+            found_conf = np.full(len(targets), -1.0)
+            for reference in _references_for(name, others):
+                drawing = sheet_drawing(reference)
+                if drawing is None:
+                    continue
+                # A key frame of the cut is drawn in the frame's own space; a sheet is laid over
+                # the character first.
+                colours, sure = colours_from_drawing(seg, group, drawing, settings, align=reference.frame is None)
+                better = sure[targets] > found_conf
+                found_colors[better] = colours[targets][better]
+                found_conf[better] = sure[targets][better]
             earlier = np.where(source[targets] == SOURCE_PREVIOUS, confidence[targets], -1.0)
             take = found_conf > earlier
             chosen = targets[take]
@@ -822,13 +796,12 @@ __all__ = [
     "Assignment",
     "ImageCache",
     "MatchSettings",
-    "ReferenceModel",
-    "assign_min_cost",
-    "build_reference_model",
+    "SheetDrawing",
+    "build_sheet_drawing",
+    "carry_from",
+    "colours_from_drawing",
     "colours_from_previous",
-    "colours_from_references",
     "estimate_shift",
     "match_regions",
-    "region_features",
     "region_owners",
 ]

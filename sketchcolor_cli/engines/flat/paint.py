@@ -149,7 +149,7 @@ def paint_layers(
     review_threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(color, fill, line, review) layers for one frame."""
-    everywhere = nearest_region(seg.labels)
+    everywhere = seg.grown
     fill = lookup(colors, everywhere)
     line = line_layer(seg)
     color = color_layer(fill, line_art, line, seg)

@@ -124,6 +124,32 @@ class Segmentation:
         return np.stack([var_x + 1 / 12, var_y + 1 / 12, cov_xy], axis=1)
 
     @cached_property
+    def grown(self) -> np.ndarray:
+        """Labels with every line pixel given its nearest region's label (how the fill is painted)."""
+        from .paint import nearest_region  # paint builds on this module
+
+        return nearest_region(self.labels)
+
+    @cached_property
+    def adjacency(self) -> tuple[np.ndarray, np.ndarray]:
+        """(neighbours, offsets): CSR lists of the regions that touch each region across a line
+        (region ``r``'s neighbours are ``neighbours[offsets[r]:offsets[r + 1]]``)."""
+        grown = self.grown
+        size = self.n_regions + 1
+        keys = []
+        for a, b in ((grown[:, :-1], grown[:, 1:]), (grown[:-1, :], grown[1:, :])):
+            differ = a != b
+            low, high = np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])
+            keys.append(np.unique(low.astype(np.int64) * size + high))
+        pairs = np.unique(np.concatenate(keys))
+        low, high = np.divmod(pairs, size)
+        source = np.concatenate([low, high])
+        target = np.concatenate([high, low])
+        order = np.lexsort((target, source))
+        offsets = np.searchsorted(source[order], np.arange(size + 1))
+        return target[order], offsets
+
+    @cached_property
     def bbox(self) -> np.ndarray:
         """(n + 1, 4) int64 x, y, width, height per region (zeros for empty labels)."""
         height, width = self.labels.shape
@@ -380,6 +406,19 @@ def _build(labels: np.ndarray, area: np.ndarray, runs: Runs, classes: LineClasse
         hint=classes.hint,
         transparent_paper=classes.transparent_paper,
     )
+
+
+def regions_from_labels(labels: np.ndarray, n_regions: int) -> Segmentation:
+    """A Segmentation of a label image made elsewhere (e.g. a drawing warped onto a frame): label
+    numbers are kept, so some may be empty; there are no line classes."""
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
+    runs = Runs.of(labels)
+    area = np.bincount(runs.label, weights=runs.length, minlength=n_regions + 1).astype(np.int64)
+    ink = labels == 0
+    classes = LineClasses(
+        line_alpha=ink.astype(np.float32), ink=ink, hint=np.zeros_like(ink), transparent_paper=False
+    )
+    return _build(labels, area[: n_regions + 1], runs, classes)
 
 
 def segment_line_art(
