@@ -1,11 +1,23 @@
-"""Flat engine benchmark: region accuracy against ground truth, and speed, through the real CLI.
+"""Flat engine benchmark: region accuracy against ground truth, and speed, through the real runner.
 
-Generates synthetic cuts with known truth (sketchcolor_cli.synthetic), colours them with
-`sketchcolor run` / `sketchcolor frame` in a subprocess (so start-up, image reading and writing
-count), and scores the fill layers with `sketchcolor eval`'s metrics (BasicPBC's definitions).
+Generates synthetic cuts with known truth (sketchcolor_cli.synthetic: characters of many small
+closed regions, red/blue hint lines, gaps in the lines, walking and turning limbs, blinks, two
+characters crossing in front of each other) and colours them with the same code `sketchcolor run`
+runs (plan -> runner -> flat engine -> writers), then scores the fill layers with `sketchcolor
+eval`'s metrics (BasicPBC's definitions; accuracy over segments > 10 px leaves out the background).
 
-    python benchmarks/flat_accuracy.py                 # all scenarios, writes results/flat_accuracy.{json,md}
-    python benchmarks/flat_accuracy.py --quick         # smaller cuts, for a smoke run
+The protocols are the peers' (see ../shared/reference/peers.md):
+
+* consecutive: frame t coloured from the finished frame t-1 (its truth given as a key frame);
+* key 6 frames away: frame t coloured from the key frame t-6, carried through the frames between;
+* model sheet alone: every frame coloured from the character's colour model sheet only;
+* the whole cut from the sheet: frame 1 from the sheet, each next frame carried (the demo).
+
+Speed: `sketchcolor run` in a subprocess at 1920x1080 (start-up, reading, writing, contact sheet
+and flip-book included), with the child's peak memory and the time split from the run's log.
+
+    python benchmarks/flat_accuracy.py            # writes benchmarks/results/flat_accuracy.{json,md}
+    python benchmarks/flat_accuracy.py --quick    # small cuts, a smoke run
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,9 +37,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from sketchcolor_cli.evaluation.metrics import evaluate_paths, scores_to_dict  # noqa: E402
+from sketchcolor_cli.runner.cut import RunRequest, plan_cut, run_cut  # noqa: E402
+from sketchcolor_cli.runner.progress import PlainReporter  # noqa: E402
 from sketchcolor_cli.synthetic.cut import make_cut  # noqa: E402
 
 METRICS = ("acc", "acc_thres", "pix_acc", "pix_acc_wobg", "bmiou")
+KEY_DISTANCE = 6
 
 
 def machine() -> str:
@@ -41,92 +57,184 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-def sketchcolor(*args: str) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sketchcolor_cli", *args], capture_output=True, text=True)
-    return proc, time.perf_counter() - start
+class _Quiet(PlainReporter):
+    def __init__(self) -> None:
+        super().__init__(stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
 
 
-def score(pred: Path, cut: Path, exclude: tuple[int, ...] = ()) -> dict:
+def colour(cut: Path, out: Path, *, keys: str, frames: str | None = None, carry: bool = True) -> None:
+    """Colour `frames` of `cut` into `out` with key frames `keys` ("" = none), as `sketchcolor run`."""
+    overrides: dict[str, object] = {"outputs.folder": str(out), "outputs.layers": ["fill"],
+                                    "outputs.contact_sheet": False, "outputs.flipbook": False}
+    if not carry:
+        overrides["engine.flat.carry"] = False
+    if keys:
+        overrides["keys.frames"] = keys
+    else:
+        overrides["keys"] = None  # colour from the model sheets only
+    plan = plan_cut(RunRequest(target=cut, overrides=overrides, frames=frames))
+    summary = run_cut(plan, _Quiet())
+    if summary.frames_failed:
+        raise SystemExit(f"{cut.name}: frames failed: {summary.frames_failed}")
+
+
+def score(pred: Path, cut: Path, frames: list[int]) -> dict:
+    exclude = tuple(f for f in range(1, 1000) if f not in frames)
     scores = evaluate_paths(pred, cut / "truth" / "fill", labels=cut / "truth" / "segments", exclude_frames=exclude)
     data = scores_to_dict(scores)
     return {name: data["mean"].get(name) for name in METRICS} | {"frames_scored": data["frames_counted"].get("acc")}
 
 
-def scenario_run(work: Path, name: str, *, keys: tuple[int, ...], **cut_options) -> dict:
-    """Colour a whole cut with `sketchcolor run` (colours carried frame to frame)."""
-    cut = work / name
-    make_cut(cut, key_frames=keys, **cut_options)
+def colour_each_from_key(cut: Path, name: str, targets: list[int], distance: int) -> dict:
+    """Each target frame t in a run of its own, from the key frame t - distance (and the frames
+    between, carried); the target frames' fills are gathered and scored together."""
+    gathered = cut / f"out_{name}" / "fill"
+    gathered.mkdir(parents=True)
+    for t in targets:
+        out = cut / f"out_{name}" / f"frame_{t}"
+        colour(cut, out, keys=str(t - distance), frames=str(t))
+        (target,) = [p for p in (out / "fill").iterdir() if p.stem.endswith(f"{t:04d}")]
+        target.replace(gathered / target.name)
+    return score(gathered, cut, targets)
+
+
+def protocol_consecutive(cut: Path, frames: int) -> dict:
+    return colour_each_from_key(cut, "consecutive", list(range(2, frames + 1)), 1)
+
+
+def protocol_key_away(cut: Path, frames: int) -> dict:
+    return colour_each_from_key(cut, "key_away", list(range(KEY_DISTANCE + 1, frames + 1)), KEY_DISTANCE)
+
+
+def protocol_sheet_alone(cut: Path, frames: int) -> dict:
+    out = cut / "out_sheet_alone"
+    colour(cut, out, keys="", carry=False)  # every frame on its own: nothing is carried
+    return score(out / "fill", cut, list(range(1, frames + 1)))
+
+
+def protocol_sheet_carried(cut: Path, frames: int) -> dict:
+    out = cut / "out_sheet_carried"
+    colour(cut, out, keys="")
+    return score(out / "fill", cut, list(range(1, frames + 1)))
+
+
+PROTOCOLS = {
+    "consecutive": protocol_consecutive,
+    f"key {KEY_DISTANCE} frames away": protocol_key_away,
+    "model sheet alone": protocol_sheet_alone,
+    "model sheet, carried through the cut": protocol_sheet_carried,
+}
+
+
+def speed(work: Path, size: tuple[int, int], frames: int) -> dict:
+    """`sketchcolor run` in a subprocess, everything included, on a cut with one key frame."""
+    cut = work / f"speed_{size[0]}x{size[1]}"
+    make_cut(cut, frames=frames, size=size, seed=5, hint_lines=True, gaps=2, key_frames=(1,))
     out = cut / "out"
-    proc, seconds = sketchcolor("run", str(cut), "--out", str(out), "--json", "-q")
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: sketchcolor run failed:\n{proc.stderr}")
-    frames = cut_options["frames"]
-    result = score(out / "fill", cut, exclude=keys)
-    result.update(seconds=round(seconds, 2), frames=frames, fps=round(frames / seconds, 2))
-    return result
-
-
-def scenario_sheet_alone(work: Path, name: str, **cut_options) -> dict:
-    """Colour every frame from the model sheet alone (`sketchcolor frame`, nothing carried)."""
-    cut = work / name
-    make_cut(cut, key_frames=(), **cut_options)
-    out = cut / "out_fill"
-    out.mkdir(parents=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    for frame in range(1, cut_options["frames"] + 1):
-        proc, _ = sketchcolor(
-            "frame", str(cut / "line" / f"{frame:04d}.png"),
-            "--ref", str(cut / "refs" / "hero_sheet.png"), "--ref-line", str(cut / "refs" / "hero_sheet_line.png"),
-            "--layer", "fill", "-o", str(out / f"{frame:04d}.png"),
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise SystemExit(f"{name}: sketchcolor frame failed:\n{proc.stderr}")
-    result = score(out, cut)
-    result.update(seconds=round(time.perf_counter() - started, 2), frames=cut_options["frames"])
-    return result
+    proc = subprocess.run([sys.executable, "-m", "sketchcolor_cli", "run", str(cut), "--out", str(out), "-q"],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"speed run failed:\n{proc.stderr}")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    records = [json.loads(line) for line in (out / "logs" / "frames.jsonl").read_text().splitlines()]
+    stages: dict[str, float] = {}
+    for record in records:
+        for stage, value in record.get("stats", {}).get("seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + value
+    accuracy = score(out / "fill", cut, list(range(2, frames + 1)))
+    return {
+        "size": f"{size[0]}x{size[1]}", "frames": frames, "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 2), "peak_memory_mb": round(max(peak_mb, before / 1024)),
+        "engine_seconds_per_frame": {k: round(v / frames, 4) for k, v in stages.items()},
+        "acc_thres": accuracy["acc_thres"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small cuts for a smoke run")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where to write the results")
+    parser.add_argument("--skip-speed", action="store_true", help="accuracy only")
     args = parser.parse_args()
-    frames = 6 if args.quick else 12
+    frames = 8 if args.quick else 12
     size = (256, 256) if args.quick else (512, 512)
-    hd = (960, 540) if args.quick else (1920, 1080)
-    common = dict(frames=frames, size=size, seed=11, hint_lines=True, gaps=2)
-
-    results: dict[str, dict] = {}
+    cuts = {
+        "hero walking (hint lines, 2 gaps per frame)": dict(seed=11, characters=1),
+        "hero walking, another take (seed 7)": dict(seed=7, characters=1),
+        "hero walking, anti-aliased lines": dict(seed=3, characters=1, antialias=True),
+        "two characters crossing (occlusion)": dict(seed=11, characters=2),
+    }
+    report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+                    "frames": frames, "size": f"{size[0]}x{size[1]}", "accuracy": {}, "speed": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results["key frame 1, carried frame to frame (consecutive)"] = scenario_run(work, "key", keys=(1,), **common)
-        results["model sheet, carried frame to frame (the demo)"] = scenario_run(work, "sheet", keys=(), **common)
-        results["model sheet alone, each frame on its own"] = scenario_sheet_alone(work, "alone", **common)
-        results[f"speed at {hd[0]}x{hd[1]}, key frame 1, carried"] = scenario_run(
-            work, "hd", keys=(1,), frames=frames, size=hd, seed=5, hint_lines=True, gaps=2
-        )
+        for name, options in cuts.items():
+            cut = work / f"cut{len(report['accuracy'])}"
+            # Every frame's finished colour is written; each protocol picks its key frames.
+            make_cut(cut, frames=frames, size=size, hint_lines=True, gaps=2,
+                     key_frames=range(1, frames + 1), **options)
+            report["accuracy"][name] = {}
+            for protocol, run in PROTOCOLS.items():
+                started = time.perf_counter()
+                result = run(cut, frames)
+                result["seconds"] = round(time.perf_counter() - started, 2)
+                report["accuracy"][name][protocol] = result
+                print(f"{name} / {protocol}: acc>10px {100 * result['acc_thres']:.2f}", flush=True)
+        if not args.skip_speed:
+            sizes = [(960, 540)] if args.quick else [(1920, 1080)]
+            for hd in sizes:
+                report["speed"].append(speed(work, hd, frames=12 if args.quick else 48))
+                print(report["speed"][-1], flush=True)
 
-    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "quick": args.quick, "results": results}
+    means = {}
+    for protocol in PROTOCOLS:
+        values = [report["accuracy"][c][protocol]["acc_thres"] for c in cuts]
+        means[protocol] = sum(values) / len(values)
+    report["mean_acc_thres"] = means
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (args.out / f"flat_accuracy{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"flat_accuracy{suffix}.md").write_text(markdown(report, list(cuts), list(PROTOCOLS)))
+    print(markdown(report, list(cuts), list(PROTOCOLS)))
+
+
+def markdown(report: dict, cuts: list[str], protocols: list[str]) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     lines = [
         f"# Flat engine benchmark ({report['date']})",
         "",
-        f"Machine: {report['machine']}. Metrics in % (BasicPBC definitions; key frames excluded).",
+        f"Machine: {report['machine']}. Synthetic cuts of {report['frames']} frames at {report['size']}; "
+        "metrics in % (BasicPBC definitions).",
         "",
-        "| scenario | acc | acc>10px | pix acc | fg pix acc | bg IoU | frames/s (all-in) |",
-        "|---|---|---|---|---|---|---|",
+        "## Accuracy over segments > 10 px (acc>10px), by protocol",
+        "",
+        "| cut | " + " | ".join(protocols) + " |",
+        "|---|" + "---|" * len(protocols),
     ]
-    for name, r in results.items():
-        pct = lambda k: "-" if r.get(k) is None else f"{100 * r[k]:.2f}"  # noqa: E731
-        fps = r.get("fps", round(r["frames"] / r["seconds"], 2))
-        lines.append(f"| {name} | {pct('acc')} | {pct('acc_thres')} | {pct('pix_acc')} | {pct('pix_acc_wobg')} "
-                     f"| {pct('bmiou')} | {fps} |")
-    text = "\n".join(lines) + "\n"
-    (args.out / f"flat_accuracy{suffix}.md").write_text(text)
-    print(text)
+    for cut in cuts:
+        row = report["accuracy"][cut]
+        lines.append(f"| {cut} | " + " | ".join(pct(row[p]["acc_thres"]) for p in protocols) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{pct(report['mean_acc_thres'][p])}**" for p in protocols) + " |")
+    lines += ["", "## All metrics", "", "| cut | protocol | acc | acc>10px | pix acc | fg pix acc | bg IoU |",
+              "|---|---|---|---|---|---|---|"]
+    for cut in cuts:
+        for p in protocols:
+            r = report["accuracy"][cut][p]
+            lines.append(f"| {cut} | {p} | {pct(r['acc'])} | {pct(r['acc_thres'])} | {pct(r['pix_acc'])} "
+                         f"| {pct(r['pix_acc_wobg'])} | {pct(r['bmiou'])} |")
+    if report["speed"]:
+        lines += ["", "## Speed through `sketchcolor run` (one key frame, carried; everything included)", "",
+                  "| size | frames | seconds | frames/s | peak memory | engine s/frame (segment / match / paint) |",
+                  "|---|---|---|---|---|---|"]
+        for s in report["speed"]:
+            stages = s["engine_seconds_per_frame"]
+            split = " / ".join(f"{stages.get(k, 0):.3f}" for k in ("segment", "match", "paint"))
+            lines.append(f"| {s['size']} | {s['frames']} | {s['seconds']} | {s['fps']} | {s['peak_memory_mb']} MB "
+                         f"| {split} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

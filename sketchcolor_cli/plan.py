@@ -1,14 +1,18 @@
 """From a resolved manifest to units of work: which frames, with which inputs, in which order.
 
 The plan knows files and frame numbers, never models. When the engine carries colours from frame
-to frame (``frame_dependency == "previous"``), each frame depends on the cut's previous frame
-unless it is a key frame; a requested frame whose dependency is neither requested nor finished on
+to frame (``frame_dependency == "previous"``), each frame that is not a key frame depends on its
+neighbour towards the nearest key frame (the previous frame after a key, the next frame before
+the first key; the previous one when there are no keys), so colours flow out from every key in
+both directions; and each unit names the nearest key frames on either side, which the engine may
+also carry from directly. A requested frame whose dependency is neither requested nor finished on
 disk pulls that dependency into the plan, so a frame comes out the same however a cut is split
 into runs.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,8 @@ class FrameUnit:
     characters: tuple[str, ...] = ()
     mask_paths: dict[str, Path] = field(default_factory=dict)  # character or "background" -> mask file
     key_path: Path | None = None  # this frame's own finished colour, when it is a key frame
+    # The nearest key frames before and after this one (frame -> (colour, line art)).
+    near_keys: dict[int, tuple[Path, Path]] = field(default_factory=dict)
     requested: bool = True  # False: planned only because a requested frame depends on it
     done: bool = False  # every output already exists
 
@@ -49,7 +55,7 @@ class Plan:
     cut: ResolvedCut
     line_sequence: FrameSequence
     layers: list[str]  # layers written (the fill layer is added when frames depend on each other)
-    units: list[FrameUnit]  # dependencies before dependents
+    units: list[FrameUnit]  # dependencies before dependents (each chain from its start)
     overwrite: bool = False
 
     def unit(self, frame: int) -> FrameUnit:
@@ -113,7 +119,26 @@ def build_plan(
         c.name: (set(parse_frame_spec(c.frames)) if c.frames else None) for c in manifest.characters
     }
     existing = [f for f in frames if f in sequence.frames]
-    previous_of = {f: (existing[i - 1] if i > 0 else None) for i, f in enumerate(existing)}
+    keys_drawn = sorted(f for f in key_frames if f in sequence.frames)
+    position = {f: i for i, f in enumerate(existing)}
+
+    def nearest_keys(frame: int) -> tuple[int | None, int | None]:
+        index = bisect.bisect_left(keys_drawn, frame)
+        before = keys_drawn[index - 1] if index > 0 else None
+        after = next((k for k in keys_drawn[index:] if k != frame), None)
+        return before, after
+
+    def dependency_of(frame: int) -> int | None:
+        """The neighbour towards the nearest key (ties: the previous frame)."""
+        if frame not in position:
+            return None
+        index = position[frame]
+        previous = existing[index - 1] if index > 0 else None
+        following = existing[index + 1] if index + 1 < len(existing) else None
+        before, after = nearest_keys(frame)
+        if after is not None and (before is None or after - frame < frame - before):
+            return following
+        return previous
 
     def make_unit(frame: int, is_requested: bool) -> FrameUnit:
         present = tuple(name for name, where in appears.items() if where is None or frame in where)
@@ -126,8 +151,10 @@ def build_plan(
             masks["background"] = sequence_path(manifest.background.masks, cut.cut_dir, frame)
         outputs = output_paths(cut, layers, frame)
         depends = None
-        if carries and frame not in key_frames:
-            depends = previous_of.get(frame)
+        near: dict[int, tuple[Path, Path]] = {}
+        if frame not in key_frames:
+            depends = dependency_of(frame) if carries else None
+            near = {k: (key_frames[k], sequence.frames[k]) for k in nearest_keys(frame) if k is not None}
         return FrameUnit(
             frame=frame,
             line_path=sequence.frames.get(frame),
@@ -137,13 +164,14 @@ def build_plan(
             characters=present,
             mask_paths=masks,
             key_path=key_frames.get(frame),
+            near_keys=near,
             requested=is_requested,
             done=all(p.is_file() for p in outputs.values()),
         )
 
     units: dict[int, FrameUnit] = {f: make_unit(f, True) for f in requested}
-    # Pull in unfinished dependencies (walking back along the cut) until a finished frame, a key
-    # frame or the cut's first frame.
+    # Pull in unfinished dependencies (walking towards the key) until a finished frame, a key
+    # frame or the cut's end.
     for frame in requested:
         unit = units[frame]
         while unit.depends_on is not None and unit.depends_on not in units:
@@ -153,5 +181,25 @@ def build_plan(
                 break
             units[dependency.frame] = dependency
             unit = dependency
-    ordered = [units[f] for f in sorted(units)]
-    return Plan(cut=cut, line_sequence=sequence, layers=layers, units=ordered, overwrite=overwrite)
+    return Plan(cut=cut, line_sequence=sequence, layers=layers, units=chain_order(units), overwrite=overwrite)
+
+
+def chain_order(units: dict[int, FrameUnit]) -> list[FrameUnit]:
+    """Units with every dependency before its dependents, each chain walked from its start (so
+    one worker colours a chain frame after frame); chains in the order of their first frame."""
+    dependents: dict[int, list[int]] = {}
+    starts = []
+    for frame in sorted(units):
+        depends = units[frame].depends_on
+        if depends is not None and depends in units:
+            dependents.setdefault(depends, []).append(frame)
+        else:
+            starts.append(frame)
+    ordered: list[FrameUnit] = []
+    stack = list(reversed(starts))
+    while stack:
+        frame = stack.pop()
+        ordered.append(units[frame])
+        # A key frame may start two chains (forward and backward): the nearer frame first.
+        stack.extend(sorted(dependents.get(frame, []), key=lambda f: (abs(f - frame), f), reverse=True))
+    return ordered

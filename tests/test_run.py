@@ -96,6 +96,30 @@ def test_frame_whose_dependency_is_missing_pulls_it_in(small_cut, tmp_path):
     assert not out.exists()  # a dry run writes nothing
 
 
+def test_colours_flow_out_from_every_key_in_both_directions(tmp_path):
+    from sketchcolor_cli.runner.cut import RunRequest, plan_cut
+    from sketchcolor_cli.synthetic.cut import make_cut
+
+    cut = tmp_path / "keys"
+    make_cut(cut, frames=8, size=(128, 128), seed=2, key_frames=(3, 8))
+    plan = plan_cut(RunRequest(target=cut, overrides={"outputs.folder": str(tmp_path / "out")}))
+    depends = {u.frame: u.depends_on for u in plan.units}
+    # Before the first key the chain runs backwards; between keys towards the nearer (ties: back).
+    assert depends == {1: 2, 2: 3, 3: None, 4: 3, 5: 4, 6: 7, 7: 8, 8: None}
+    order = [u.frame for u in plan.units]
+    assert all(order.index(d) < order.index(f) for f, d in depends.items() if d is not None)
+    assert order[:3] == [3, 2, 1]  # a chain walked from its key, frame after frame
+    assert plan.unit(5).near_keys.keys() == {3, 8} and plan.unit(1).near_keys.keys() == {3}
+
+    out = tmp_path / "run"
+    assert run_cli("run", cut, "--out", out, "-q").exit_code == 0
+    records = [json.loads(line) for line in (out / "logs" / "frames.jsonl").read_text().splitlines()]
+    previous = {r["frame"]: r["inputs"]["previous"] for r in records if r["status"] == "done"}
+    assert previous == depends
+    both = next(r for r in records if r["frame"] == 5)
+    assert sum("color/" in ref for ref in both["inputs"]["references"]) == 2  # keys 3 and 8, directly
+
+
 def test_corrupt_frame_fails_alone_with_exit_1(small_cut, tmp_path):
     out = tmp_path / "out"
     (small_cut / "line" / "0004.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

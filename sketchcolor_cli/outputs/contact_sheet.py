@@ -24,6 +24,17 @@ def _over_checker(rgba16: np.ndarray, cell: int = 8) -> np.ndarray:
     return np.round((rgb * alpha + board * (1 - alpha)) * 255).astype(np.uint8)
 
 
+def _shrink(rgba16: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Straight-alpha uint16 RGBA scaled down to `size` (area average of premultiplied colour, so
+    transparent pixels do not darken the edges), still straight alpha."""
+    alpha = rgba16[:, :, 3:4].astype(np.float32)
+    premultiplied = np.concatenate([rgba16[:, :, :3].astype(np.float32) * (alpha / 65535.0), alpha], axis=2)
+    small = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+    small_alpha = small[:, :, 3:4]
+    rgb = np.where(small_alpha > 0, small[:, :, :3] * 65535.0 / np.maximum(small_alpha, 1e-6), 0.0)
+    return np.round(np.clip(np.concatenate([rgb, small_alpha], axis=2), 0, 65535)).astype(np.uint16)
+
+
 Cell = tuple[Path | None, str]  # a file and the layer to show from it ("" for a plain image)
 
 
@@ -39,14 +50,14 @@ def _thumb(cell: Cell, width: int, height: int) -> np.ndarray:
         cv2.putText(canvas, "missing", (8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 80, 80), 1, cv2.LINE_AA)
         return canvas
     try:
-        image = _over_checker(_read(cell))
+        image = _read(cell)
     except (ImageError, KeyError):
         cv2.putText(canvas, "unreadable", (8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 80, 80), 1)
         return canvas
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small = _over_checker(_shrink(image, size))
     y, x = (height - size[1]) // 2, (width - size[0]) // 2
     canvas[y : y + size[1], x : x + size[0]] = small
     return canvas

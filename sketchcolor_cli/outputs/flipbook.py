@@ -8,6 +8,7 @@ missing or unreadable become black cards that say so, so one bad frame never sto
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -33,6 +34,7 @@ PLAIN_GREY = 0.50
 FALLBACK_SIZE = (640, 360)  # when no frame of a sequence can be read at all
 
 
+@functools.lru_cache(maxsize=4)
 def _background(height: int, width: int, kind: Literal["checker", "grey"]) -> np.ndarray:
     """H x W x 1 float background in [0, 1], in sRGB-encoded values like the frames."""
     if kind == "grey":
@@ -45,11 +47,15 @@ def _background(height: int, width: int, kind: Literal["checker", "grey"]) -> np
 
 def _composite(rgba16: np.ndarray, kind: Literal["checker", "grey"]) -> np.ndarray:
     """Straight-alpha uint16 RGBA over the background, as H x W x 3 uint8 RGB."""
-    unit = rgba16.astype(np.float32) / 65535.0
-    alpha = unit[:, :, 3:4]
+    alpha = rgba16[:, :, 3:4].astype(np.float32) * np.float32(1 / 65535)
     back = _background(rgba16.shape[0], rgba16.shape[1], kind)
-    rgb = unit[:, :, :3] * alpha + back * (1.0 - alpha)
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    # In 0..255 units, in place: colour x alpha + background x (1 - alpha), + 0.5 to round.
+    rgb = rgba16[:, :, :3].astype(np.float32)
+    rgb *= alpha * np.float32(255 / 65535)
+    rgb += (np.float32(1) - alpha) * (back * np.float32(255)).astype(np.float32)
+    rgb += np.float32(0.5)
+    np.clip(rgb, 0, 255, out=rgb)
+    return rgb.astype(np.uint8)
 
 
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:

@@ -32,7 +32,7 @@ class RunRequest:
 def plan_cut(request: RunRequest) -> Plan:
     cut = load_cut(request.target, preset=request.preset, overrides=request.overrides)
     selection = parse_frame_spec(request.frames) if request.frames else None
-    dependency = engine_class(cut.manifest.engine.name).frame_dependency
+    dependency = engine_class(cut.manifest.engine.name).dependency_for(cut.engine_settings)
     return build_plan(cut, frame_dependency=dependency, selection=selection, overwrite=request.overwrite)
 
 

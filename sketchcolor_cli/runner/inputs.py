@@ -10,7 +10,7 @@ import yaml
 
 from sketchcolor_cli.engines.base import FULL, PreviousResult, Reference, WorkItem
 from sketchcolor_cli.errors import FrameError
-from sketchcolor_cli.frames.images import ImageError, read_rgba16
+from sketchcolor_cli.frames.images import ImageError, read_image, read_rgba16
 from sketchcolor_cli.manifest.resolve import ResolvedCut
 from sketchcolor_cli.plan import FrameUnit
 
@@ -38,14 +38,22 @@ def read_palette(cut: ResolvedCut, palette: str | dict[str, str] | None) -> dict
 def read_mask(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
     if not path.is_file():
         raise FrameError(f"{what} {path} is missing; add it or remove `masks` from the manifest")
-    image = read_rgba16(path)
-    if image.shape[:2] != shape:
+    image = read_image(path, what=what)
+    pixels = image.pixels
+    if pixels.shape[:2] != shape:
         raise FrameError(
-            f"{what} {path} is {image.shape[1]}x{image.shape[0]} but the line art is {shape[1]}x{shape[0]}"
+            f"{what} {path} is {pixels.shape[1]}x{pixels.shape[0]} but the line art is {shape[1]}x{shape[0]}"
         )
-    has_alpha = image[:, :, 3].min() < FULL
-    values = image[:, :, 3] if has_alpha else image[:, :, :3].max(axis=2)
-    return values >= FULL // 2
+    # White (or opaque, when the mask has alpha) is the character; compared in the file's own type.
+    full = 1.0 if pixels.dtype.kind == "f" else np.iinfo(pixels.dtype).max
+    half = 0.5 if pixels.dtype.kind == "f" else (full + 1) // 2
+    names = [name.upper() for name in image.channel_names]
+    alpha = names.index("A") if "A" in names else None
+    if alpha is not None and pixels[:, :, alpha].min() < full:
+        return pixels[:, :, alpha] >= half
+    colour = [i for i, name in enumerate(names) if name != "A"][:3] or [0]
+    values = pixels[:, :, colour[0]] if len(colour) == 1 else pixels[:, :, colour].max(axis=2)
+    return values >= half
 
 
 class CutInputs:
@@ -53,6 +61,7 @@ class CutInputs:
 
     def __init__(self, cut: ResolvedCut):
         self.cut = cut
+        self._keys: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @cached_property
     def references(self) -> dict[str, tuple[Reference, ...]]:
@@ -101,6 +110,11 @@ class CutInputs:
                                                frame=unit.frame))
         except ImageError as error:
             raise FrameError(str(error)) from None
+        for frame, (colour_path, line_path) in sorted(unit.near_keys.items()):
+            key_image, key_line = self.key_frame(frame, colour_path, line_path)
+            if key_image.shape[:2] == shape and key_line.shape[:2] == shape:
+                references.append(Reference(character="", image=key_image, line=key_line,
+                                            source=str(colour_path), frame=frame))
         if previous is not None and previous.line_art.shape != line_art.shape:
             previous = None  # a size change breaks the carry; colour from the references instead
         return WorkItem(
@@ -112,6 +126,18 @@ class CutInputs:
             previous=previous,
             background=self.background_for(shape),
         )
+
+    def key_frame(self, frame: int, colour_path: Path, line_path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A key frame's colour and line art, kept while the frames around it are coloured (the
+        same arrays each time, so the engine analyses each key once)."""
+        if frame not in self._keys:
+            try:
+                self._keys[frame] = (read_rgba16(colour_path), read_rgba16(line_path))
+            except ImageError as error:
+                raise FrameError(f"key frame {frame}: {error}") from None
+            while len(self._keys) > 4:
+                self._keys.pop(next(iter(self._keys)))
+        return self._keys[frame]
 
     def background_for(self, shape: tuple[int, int]) -> np.ndarray | None:
         """The background image at the frame's size: the reference, a plain colour, or none."""

@@ -447,6 +447,7 @@ def carry_from(
     offer); `character_shifts`: (regions, shift) of characters whose masks moved by that shift;
     `lines_of_interest`: where this frame's lines count for the motion (default: everywhere).
     """
+    extent = max(seg.shape)
     size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), analysis.seg.n_regions
     # Colour index of what a pixel sees, by previous label + 1: outside the frame (0) and on a
     # previous line (1; its fill shows a neighbour's colour, not its own) it sees nothing (-1).
@@ -515,7 +516,7 @@ def carry_from(
         open_[0] = False
         if open_.any():
             best_colour, best_conf = match_by_structure(
-                seg, Counterpart(analysis.seg, analysis.colour_of), best_colour, best_conf, best_before, open_
+                seg, Counterpart(analysis.seg, analysis.colour_of, extent), best_colour, best_conf, best_before, open_
             )
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT

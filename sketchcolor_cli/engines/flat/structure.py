@@ -48,6 +48,7 @@ class Counterpart:
 
     seg: Segmentation
     colour_of: np.ndarray  # (p + 1,) palette index per region, -1 unknown
+    extent: int  # the whole frame's long side in pixels (the drawings may be cut-outs of it)
 
 
 def _aligned_iou(seg: Segmentation, region: int, other: Segmentation, candidate: int) -> float:
@@ -82,7 +83,7 @@ def local_motion(
         return out
     displacement = seg.centroid[anchors] - counterpart.seg.centroid[matched[anchors]]
     weight_area = np.sqrt(seg.area[anchors].astype(np.float64))
-    scale = _place_scale(seg, regions)
+    scale = _place_scale(seg, regions, counterpart.extent)
     distance_sq = ((seg.centroid[regions, None, :] - seg.centroid[None, anchors, :]) ** 2).sum(axis=2)
     weights = np.exp(-distance_sq / (2 * (2 * scale[:, None]) ** 2)) * weight_area[None, :]
     # Touching anchors move with the region (the sleeve with its cuff): they count most.
@@ -101,8 +102,8 @@ def local_motion(
     return out
 
 
-def _place_scale(seg: Segmentation, regions: np.ndarray) -> np.ndarray:
-    return PLACE_SIZE_FACTOR * np.sqrt(seg.area[regions].astype(np.float64)) + PLACE_IMAGE_SHARE * max(seg.shape)
+def _place_scale(seg: Segmentation, regions: np.ndarray, extent: int) -> np.ndarray:
+    return PLACE_SIZE_FACTOR * np.sqrt(seg.area[regions].astype(np.float64)) + PLACE_IMAGE_SHARE * extent
 
 
 def match_by_structure(
@@ -139,7 +140,7 @@ def match_by_structure(
         anchor = np.zeros(seg.n_regions + 1, dtype=bool)
         anchor[anchors] = True
         expected = local_motion(seg, counterpart, matched, anchors, todo)
-        scale = _place_scale(seg, todo)
+        scale = _place_scale(seg, todo, counterpart.extent)
         rows: list[tuple[float, int, int, int]] = []  # (score, region, candidate, colour)
         for row, region in enumerate(todo.tolist()):
             area = float(seg.area[region])
