@@ -568,3 +568,72 @@ def test_votes_count_exactly_with_few_or_many_colours(n_colours: int) -> None:
         assert total[label] == agree_total[label] == seen.size
         assert best[label] == agree_best[label] == counts.max()
         assert winner[label] == values[counts == counts.max()].min()  # ties: the lower index
+
+
+# ---- regions the motion loses, keys on both sides, accuracy floor -----------------------------------
+
+
+def _scene(hand_at: tuple[int, int], with_square: bool = False, paint: bool = False) -> np.ndarray:
+    """A body (big rectangle) with a small round 'hand' (and, optionally, a 'badge' square)."""
+    image = blank()
+    if paint:
+        cv2.rectangle(image, (20, 30), (70, 110), SHIRT, -1)
+        cv2.circle(image, hand_at, 9, SKIN, -1)
+        if with_square:
+            cv2.rectangle(image, (34, 50), (50, 66), EYE, -1)
+    cv2.rectangle(image, (20, 30), (70, 110), INK, 2)
+    cv2.circle(image, hand_at, 9, INK, 2)
+    if with_square:
+        cv2.rectangle(image, (34, 50), (50, 66), INK, 2)
+    return image
+
+
+def test_a_fast_small_part_is_found_by_shape_and_place() -> None:
+    # The hand jumps 30 px between drawings: the line-mask motion follows the still body, the
+    # hand's old place is empty paper, so only its shape and place near the body can find it.
+    engine = FlatEngine.load(FlatSettings())
+    first = engine.colorize([key_item(_scene((95, 40)), _scene((95, 40), paint=True))])[0]
+    previous = PreviousResult(frame=1, line_art=rgba(_scene((95, 40))), fill=first.fill)
+    second = WorkItem(frame=2, line_art=rgba(_scene((95, 72))), references=(), seed=0, previous=previous)
+    out = engine.colorize([second])[0]
+    assert tuple(out.fill[72, 95]) == colour16(SKIN)
+    assert tuple(out.fill[70, 45]) == colour16(SHIRT)
+
+
+def test_a_part_only_the_next_key_shows_takes_its_colour_from_that_key() -> None:
+    # Key 1 has no badge; frame 2 and key 3 have it: the badge's colour can only come from key 3.
+    engine = FlatEngine.load(FlatSettings())
+    key1 = _scene((95, 40), paint=True)
+    first = engine.colorize([key_item(_scene((95, 40)), key1)])[0]
+    previous = PreviousResult(frame=1, line_art=rgba(_scene((95, 40))), fill=first.fill)
+    keys = (
+        Reference(character="", image=rgba(key1), line=rgba(_scene((95, 40))), frame=1, source="key 1"),
+        Reference(character="", image=rgba(_scene((95, 44), True, paint=True)),
+                  line=rgba(_scene((95, 44), True)), frame=3, source="key 3"),
+    )
+    item = WorkItem(frame=2, line_art=rgba(_scene((95, 42), True)), references=keys, seed=0, previous=previous)
+    out = engine.colorize([item])[0]
+    assert tuple(out.fill[58, 42]) == colour16(EYE)
+    assert tuple(out.fill[42, 95]) == colour16(SKIN) and tuple(out.fill[90, 45]) == colour16(SHIRT)
+
+
+def test_consecutive_frames_of_a_synthetic_cut_stay_accurate() -> None:
+    """A floor under the benchmark's consecutive protocol (frame t from the truth of frame t-1),
+    on a small cut: catches a change that breaks carrying, without timing anything."""
+    from sketchcolor_cli.evaluation.metrics import score_frame
+    from sketchcolor_cli.synthetic.cut import SyntheticCut, scoring_segments
+
+    cut = SyntheticCut(frames=5, size=(256, 256), seed=4, characters=1, hint_lines=True, gaps=1)
+    frames = [cut.render_frame(t) for t in range(1, 6)]
+    sheet_drawing = cut.render_sheet("hero")
+    reference = Reference("hero", to_rgba16(sheet_drawing.color), line=to_rgba16(sheet_drawing.line))
+    engine = FlatEngine.load(FlatSettings())
+    scores = []
+    for before, now in zip(frames, frames[1:]):
+        previous = PreviousResult(frame=1, line_art=to_rgba16(before.line), fill=to_rgba16(before.fill),
+                                  masks={"hero": before.masks["hero"]})
+        item = WorkItem(frame=2, line_art=to_rgba16(now.line), references=(reference,), seed=0,
+                        masks={"hero": now.masks["hero"]}, previous=previous)
+        out = engine.colorize([item])[0]
+        scores.append(score_frame(out.fill, to_rgba16(now.fill), labels=scoring_segments(now)).acc_thres)
+    assert np.mean(scores) >= 0.9, scores

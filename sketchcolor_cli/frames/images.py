@@ -495,8 +495,13 @@ def _to_exr_float(pixels: np.ndarray, colour: list[int]) -> np.ndarray:
     return unit.astype(np.float32)
 
 
-# 16-bit value -> nearest 8-bit value (v * 257 -> v exactly), as one table lookup.
-_TO_8BIT = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 -> the nearest uint8, (v + 128) // 257 (so v * 257 -> v exactly); OpenCV's rounding
+    of v / 257 is the same for every 16-bit value (257 is odd: no ties) and many times faster."""
+    import cv2
+
+    out = cv2.convertScaleAbs(pixels, alpha=1 / 257)
+    return out.reshape(pixels.shape)  # OpenCV drops a trailing channel axis of 1
 _PNG_FILTER_NONE = 8  # libpng's PNG_FILTER_NONE flag
 
 
@@ -536,7 +541,7 @@ def write_image(
     else:
         names = {1: ["Y"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}[channels]
         if bit_depth == 8:
-            data = _TO_8BIT[pixels]
+            data = _to_8bit(pixels)
             oiio_type = "uint8"
         else:
             data, oiio_type = pixels, "uint16"

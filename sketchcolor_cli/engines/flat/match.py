@@ -438,6 +438,8 @@ def carry_from(
     character_shifts: list[tuple[np.ndarray, tuple[int, int]]],
     settings: MatchSettings,
     lines_of_interest: np.ndarray | None = None,
+    extent: int | None = None,
+    wanted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
     """(colour, confidence) per region of `seg` from a coloured drawing in the same frame space
     (the previous frame, a key frame, an aligned model sheet), the global shift, and how the motion
@@ -445,9 +447,11 @@ def carry_from(
 
     `foreground`: the drawn regions (they never take the drawing's transparent colour while others
     offer); `character_shifts`: (regions, shift) of characters whose masks moved by that shift;
-    `lines_of_interest`: where this frame's lines count for the motion (default: everywhere).
+    `lines_of_interest`: where this frame's lines count for the motion (default: everywhere);
+    `extent`: the whole frame's long side when `seg` is a cut-out of it; `wanted`: the regions
+    the caller needs (the others' answers are not refined).
     """
-    extent = max(seg.shape)
+    extent = extent or max(seg.shape)
     size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), analysis.seg.n_regions
     # Colour index of what a pixel sees, by previous label + 1: outside the frame (0) and on a
     # previous line (1; its fill shows a neighbour's colour, not its own) it sees nothing (-1).
@@ -513,6 +517,8 @@ def carry_from(
     if n_colours:
         # Drawn regions the motion lost are looked for by shape, place and context instead.
         open_ = foreground & (best_conf < settings.previous_min_confidence)
+        if wanted is not None:
+            open_ &= wanted
         open_[0] = False
         if open_.any():
             best_colour, best_conf = match_by_structure(
@@ -609,36 +615,75 @@ def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetD
 
 
 def colours_from_drawing(
-    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, settings: MatchSettings, *, align: bool
+    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, settings: MatchSettings, *, align: bool,
+    wanted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(colour, confidence) per region of `seg` (only `group`'s are set), carried from a coloured
     drawing like from a previous frame. With `align` the drawing (a model sheet) is first scaled
-    and moved onto the group's regions: same barycentre, same size."""
+    and moved onto the group's regions: same barycentre, same size. `wanted`: the group's regions
+    that need an answer (default: all)."""
     size = seg.n_regions + 1
     colors = np.zeros((size, 4), dtype=np.uint16)
     confidence = np.zeros(size)
     if drawing.seg.shape != seg.shape and not align:
         raise ValueError(f"{drawing.source} is {drawing.seg.shape}, the frame {seg.shape}; a key frame must match")
+    extent = max(seg.shape)
     if align:
         barycentre, spread = _pooled_frame(seg, group)
         scale = spread / max(drawing.spread, 1e-6)
         offset = barycentre - scale * drawing.barycentre
-        transform = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
-        height, width = seg.shape
+    else:
+        scale, offset = 1.0, np.zeros(2)
+    # The work is done in the box around the character and the drawing laid over it: a character
+    # rarely fills a 2K frame.
+    x0, y0, x1, y1 = _box_around(seg, group, drawing, scale, offset)
+    window = np.s_[y0:y1, x0:x1]
+    if align:
+        shift = offset - (x0, y0)
+        transform = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
         labels = drawing.seg.labels
         source = labels.astype(np.uint16) if drawing.seg.n_regions < FULL else labels.astype(np.float32)
-        warped = cv2.warpAffine(source, transform, (width, height), flags=cv2.INTER_NEAREST, borderValue=0)
-        laid = PreviousAnalysis(regions_from_labels(warped, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
+        laid_labels = cv2.warpAffine(source, transform, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST, borderValue=0)
     else:
-        laid = PreviousAnalysis(drawing.seg, drawing.palette, drawing.colour_of)
+        laid_labels = drawing.seg.labels[window]
+    laid = PreviousAnalysis(regions_from_labels(laid_labels, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
+    seg = regions_from_labels(seg.labels[window], seg.n_regions)
     foreground = np.zeros(size, dtype=bool)
     foreground[group] = True
     # Only this character's lines guide the motion: another character is not on its sheet.
     interest = foreground[seg.grown]
-    found, sure, _, _ = carry_from(seg, laid, foreground, [], settings, lines_of_interest=interest)
+    needed = None
+    if wanted is not None:
+        needed = np.zeros(size, dtype=bool)
+        needed[wanted] = True
+    found, sure, _, _ = carry_from(
+        seg, laid, foreground, [], settings, lines_of_interest=interest, extent=extent, wanted=needed
+    )
     colors[group] = found[group]
     confidence[group] = sure[group]
     return colors, confidence
+
+
+# Margin of the box around a character and its laid sheet: this share of the frame's long side.
+BOX_MARGIN_SHARE = 0.1
+
+
+def _box_around(
+    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, scale: float, offset: np.ndarray
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the group's regions and the drawing's drawn regions once laid over the
+    frame (x * scale + offset), plus a margin."""
+    height, width = seg.shape
+    mine = seg.bbox[group[seg.area[group] > 0]]
+    drawn = drawing.seg.bbox[drawing.colour_of >= 0].astype(np.float64)
+    corners = np.concatenate([drawn[:, :2], drawn[:, :2] + drawn[:, 2:]])
+    laid = corners * scale + offset
+    low = np.minimum(mine[:, :2].min(axis=0, initial=10**9), laid.min(axis=0, initial=10**9))
+    high = np.maximum((mine[:, :2] + mine[:, 2:]).max(axis=0, initial=-1), laid.max(axis=0, initial=-1))
+    margin = BOX_MARGIN_SHARE * max(height, width)
+    x0, y0 = (max(int(v - margin), 0) for v in low)
+    x1, y1 = min(int(high[0] + margin) + 1, width), min(int(high[1] + margin) + 1, height)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
 def _snap_to_palette(colors: np.ndarray, palette: dict[str, tuple[int, int, int]] | None) -> np.ndarray:
@@ -760,7 +805,9 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
                     continue
                 # A key frame of the cut is drawn in the frame's own space; a sheet is laid over
                 # the character first.
-                colours, sure = colours_from_drawing(seg, group, drawing, settings, align=reference.frame is None)
+                colours, sure = colours_from_drawing(
+                    seg, group, drawing, settings, align=reference.frame is None, wanted=targets
+                )
                 better = sure[targets] > found_conf
                 found_colors[better] = colours[targets][better]
                 found_conf[better] = sure[targets][better]
