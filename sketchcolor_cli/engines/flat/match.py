@@ -601,8 +601,8 @@ def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetD
     # Paper: white or clear regions at the border (told apart before snapping, which would
     # turn white into the nearest named colour).
     paper = seg.touches_border & ((seg.colors[:, 3] == 0) | (seg.colors[:, :3] == FULL).all(axis=1))
-    drawn = (seg.area > 0) & ~paper & (seg.colors[:, 3] > 0)
-    colors = _snap_to_palette(seg.colors, reference.palette)
+    colors, named = _snap_to_palette(seg.colors, reference.palette)
+    drawn = (seg.area > 0) & ~paper & (seg.colors[:, 3] > 0) & named
     drawn[0] = False
     regions = np.flatnonzero(drawn)
     if regions.size == 0:
@@ -664,6 +664,9 @@ def colours_from_drawing(
     return colors, confidence
 
 
+# A reference colour this far (16-bit RGB distance) from every named palette colour is not one of
+# the character's (about 12 levels in 8-bit).
+SNAP_DISTANCE = 12 * 257
 # Margin of the box around a character and its laid sheet: this share of the frame's long side.
 BOX_MARGIN_SHARE = 0.1
 
@@ -686,17 +689,24 @@ def _box_around(
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def _snap_to_palette(colors: np.ndarray, palette: dict[str, tuple[int, int, int]] | None) -> np.ndarray:
-    """Replace each opaque colour by the nearest named palette colour (exact palette output)."""
+def _snap_to_palette(
+    colors: np.ndarray, palette: dict[str, tuple[int, int, int]] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colours, named): each opaque colour replaced by the nearest named palette colour (exact
+    palette output) when it is within SNAP_DISTANCE of one; `named` is False for the colours far
+    from every named one (paper showing through a hole in the drawing, a stray colour), which
+    are not the character's."""
+    named_ok = np.ones(len(colors), dtype=bool)
     if not palette:
-        return colors
+        return colors, named_ok
     named = np.array(sorted(palette.values()), dtype=np.float64)
     opaque = colors[:, 3] > 0
     if opaque.any():
         distance = np.linalg.norm(colors[opaque, None, :3].astype(np.float64) - named[None], axis=2)
         colors = colors.copy()
         colors[opaque, :3] = named[distance.argmin(axis=1)].astype(np.uint16)
-    return colors
+        named_ok[opaque] = distance.min(axis=1) <= SNAP_DISTANCE
+    return colors, named_ok
 
 
 def _keys(colors: np.ndarray) -> np.ndarray:
