@@ -72,6 +72,34 @@ def test_fill_is_palette_exact_and_line_pixels_are_kept(small_cut, tmp_path):
         assert np.array_equal(color[ink], line[ink])
 
 
+def test_key_frame_cut_with_gaps_and_hint_lines_is_palette_exact_with_a_review_layer(tmp_path):
+    import yaml
+
+    from sketchcolor_cli.synthetic.cut import make_cut
+
+    cut = tmp_path / "keyed"
+    make_cut(cut, frames=5, size=(192, 192), seed=8, hint_lines=True, gaps=3, key_frames=(3,))
+    out = tmp_path / "out"
+    assert run_cli("run", cut, "--out", out, "-q").exit_code == 0
+    palette = yaml.safe_load((cut / "refs" / "hero_palette.yaml").read_text())
+    allowed = {tuple(int(v[i : i + 2], 16) * 257 for i in (1, 3, 5)) for v in palette.values()}
+    for frame in range(1, 6):
+        fill = read_rgba16(out / "fill" / f"walk.{frame:04d}.png")
+        used = {tuple(c) for c in np.unique(fill[fill[:, :, 3] > 0][:, :3], axis=0)}
+        assert used <= allowed, f"frame {frame}: colours outside the palette: {used - allowed}"
+        line = read_rgba16(cut / "line" / f"{frame:04d}.png")
+        color = read_rgba16(out / "color" / f"walk.{frame:04d}.png")
+        ink = line[:, :, :3].max(axis=2) == 0
+        assert np.array_equal(color[ink], line[ink])
+        # Hint lines (saturated red / blue strokes) take a neighbour's colour: none is left in colour.
+        hint = (line[:, :, 0] == 65535) & (line[:, :, 1] == 0) & (line[:, :, 2] == 0)
+        assert not ((color[hint][:, :3] == (65535, 0, 0)).all(axis=1)).any()
+        review = read_rgba16(out / "review" / f"walk.{frame:04d}.png")
+        assert review.shape == fill.shape
+    records = [json.loads(line) for line in (out / "logs" / "frames.jsonl").read_text().splitlines()]
+    assert all("unsure_regions" in r["stats"] for r in records)
+
+
 def test_rerun_skips_done_frames_and_overwrite_redoes_them(small_cut, tmp_path):
     out = tmp_path / "out"
     assert run_cli("run", small_cut, "--out", out, "-q").exit_code == 0

@@ -762,10 +762,13 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     if key is not None:
         colors, _ = colours_from_image(seg, *image_index(key.image))
         source = np.full(size, SOURCE_KEY, dtype=np.int8)
-        # Where the key frame shows bare paper (white or transparent) outside the drawing, the
-        # output shows the background like every other frame of the cut.
+        # Where the key frame shows bare paper (white or transparent) outside the drawing, or
+        # through a hole in it (white that no character's palette names), the output shows the
+        # background like every other frame of the cut.
         paper = (colors[:, 3] == 0) | (colors[:, :3] == FULL).all(axis=1)
-        settle = background & paper
+        named = {tuple(c) for r in item.references if r.palette for c in r.palette.values()}
+        hole = paper if named and (FULL, FULL, FULL) not in named else np.zeros_like(paper)
+        settle = (background & paper) | hole
         if settle.any():
             colors[settle] = _background_colours(item, seg, image_index)[settle]
             source[settle] = SOURCE_BACKGROUND
