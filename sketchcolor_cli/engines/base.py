@@ -102,6 +102,7 @@ class Engine(ABC):
 # libraries (torch, diffusers, onnxruntime) never load for `--help` or the flat engine.
 _REGISTRY: dict[str, str] = {
     "flat": "sketchcolor_cli.engines.flat:FlatEngine",
+    "diffusion": "sketchcolor_cli.engines.diffusion:DiffusionEngine",
 }
 
 

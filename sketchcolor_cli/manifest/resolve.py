@@ -190,6 +190,19 @@ def _problems(
     return problems
 
 
+def _absolute_paths(settings: EngineSettings, base: Path) -> EngineSettings:
+    """Engine settings marked as paths (``json_schema_extra={"path": True}``, e.g. model files)
+    are relative to the cut folder, like every path in a manifest."""
+    updates = {}
+    for name, info in type(settings).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        value = getattr(settings, name)
+        if extra.get("path") and isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            updates[name] = str(path if path.is_absolute() else (base / path))
+    return settings.model_copy(update=updates) if updates else settings
+
+
 def load_cut(
     target: Path,
     *,
@@ -242,6 +255,7 @@ def load_cut(
         engine_settings = settings_model.model_validate(manifest.engine.settings_for(engine_name))
     except ValidationError as error:
         raise ManifestError(_problems(error, origin, manifest_layer, prefix=("engine", engine_name))) from None
+    engine_settings = _absolute_paths(engine_settings, manifest_path.parent)
 
     origins = {".".join(str(p) for p in path): layer.label for path, layer in origin.items()}
     return ResolvedCut(
