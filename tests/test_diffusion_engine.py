@@ -168,3 +168,42 @@ def test_settings_are_checked_without_loading_torch():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_per_character_settings_override_the_cut_in_their_frames(small_cut, tiny_model, tmp_path):
+    cut = diffusion_cut(small_cut, tiny_model, steps=1, reference_guidance=1.0)
+    manifest = yaml.safe_load((cut / "cut.yaml").read_text())
+
+    def run(override, out):
+        if override is None:
+            manifest["characters"][0].pop("engine", None)
+        else:
+            manifest["characters"][0]["engine"] = {"diffusion": override}
+        (cut / "cut.yaml").write_text(yaml.safe_dump(manifest))
+        assert run_cli("run", cut, "--out", tmp_path / out, "--frames", "2").exit_code == 0
+        return read_rgba16(tmp_path / out / "fill" / "walk.0002.png")
+
+    plain = run(None, "plain")
+    assert np.array_equal(run({"reference_strength": 1.0}, "same"), plain)  # the cut's value: no change
+    assert not np.array_equal(run({"reference_strength": 0.0}, "off"), plain)
+
+
+def test_bad_per_character_setting_is_reported_with_its_field(small_cut, tiny_model):
+    cut = diffusion_cut(small_cut, tiny_model)
+    manifest = yaml.safe_load((cut / "cut.yaml").read_text())
+    manifest["characters"][0]["engine"] = {"diffusion": {"merge_scale": 3}}
+    (cut / "cut.yaml").write_text(yaml.safe_dump(manifest))
+    result = run_cli("validate", cut)
+    assert result.exit_code == 2
+    assert "merge_scale" in result.output
+
+
+def test_preset_and_cli_options_reach_the_engine_settings(small_cut, tiny_model, tmp_path):
+    from sketchcolor_cli.manifest.resolve import load_cut
+
+    cut = diffusion_cut(small_cut, tiny_model)
+    manifest = yaml.safe_load((cut / "cut.yaml").read_text())
+    del manifest["engine"]["diffusion"]["resolution"]  # so the preset's value shows
+    (cut / "cut.yaml").write_text(yaml.safe_dump(manifest))
+    resolved = load_cut(cut, preset="diffusion-switch", overrides={"engine.diffusion.steps": 7})
+    assert resolved.engine_settings.resolution == 768 and resolved.engine_settings.steps == 7

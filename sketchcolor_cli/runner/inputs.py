@@ -111,7 +111,16 @@ class CutInputs:
             masks=masks,
             previous=previous,
             background=self.background_for(shape),
+            character_settings=self.character_settings(unit.characters),
         )
+
+    def character_settings(self, present: tuple[str, ...]) -> dict[str, dict]:
+        engine = self.cut.manifest.engine.name
+        return {
+            c.name: dict(c.engine[engine])
+            for c in self.cut.manifest.characters
+            if c.name in present and c.engine and c.engine.get(engine)
+        }
 
     def background_for(self, shape: tuple[int, int]) -> np.ndarray | None:
         """The background image at the frame's size: the reference, a plain colour, or none."""

@@ -92,6 +92,10 @@ class DiffusionSettings(EngineSettings):
         return self
 
 
+# Settings used when the model loads; they cannot change per character.
+LOAD_TIME_SETTINGS = frozenset({"model", "clip", "config", "prediction", "device", "dtype", "compile", "cpu_offload"})
+
+
 class DiffusionEngine(Engine):
     name: ClassVar[str] = "diffusion"
     settings_model: ClassVar[type[EngineSettings]] = DiffusionSettings
@@ -116,8 +120,31 @@ class DiffusionEngine(Engine):
             f"resolution={s.resolution}, guidance={s.reference_guidance}/{s.sketch_guidance})"
         )
 
+    def settings_for(self, item: WorkItem) -> DiffusionSettings:
+        """The cut's settings with the overrides of the characters in this frame (manifest order;
+        when two characters set the same key, the later one wins)."""
+        overrides: dict[str, Any] = {}
+        for character, values in item.character_settings.items():
+            fixed = sorted(set(values) & LOAD_TIME_SETTINGS)
+            if fixed:
+                raise ValueError(f"character {character}: {', '.join(fixed)} cannot differ per character "
+                                 "(the model is loaded once per run); set them for the cut")
+            overrides.update(values)
+        if not overrides:
+            return self.settings
+        return DiffusionSettings.model_validate({**self.settings.model_dump(), **overrides})
+
     def colorize(self, batch: list[WorkItem]) -> list[Layers]:
-        return self.runtime.colorize(batch, self.settings)
+        # Frames with different effective settings go to the model separately.
+        groups: dict[str, tuple[DiffusionSettings, list[int]]] = {}
+        for index, item in enumerate(batch):
+            settings = self.settings_for(item)
+            groups.setdefault(settings.model_dump_json(), (settings, []))[1].append(index)
+        results: dict[int, Layers] = {}
+        for settings, indices in groups.values():
+            for index, layers in zip(indices, self.runtime.colorize([batch[i] for i in indices], settings)):
+                results[index] = layers
+        return [results[i] for i in range(len(batch))]
 
 
 def model_path_kind(path: str | Path) -> str:
