@@ -253,3 +253,38 @@ def test_threshold_embedding_is_the_cos_first_sinusoid():
     values = torch.tensor([0.05, 0.5, 0.95])
     expected = get_timestep_embedding(values, 256, flip_sin_to_cos=True, downscale_freq_shift=0)
     torch.testing.assert_close(sinusoidal_embedding(values, 256), expected)
+
+
+def test_dual_guidance_batches_the_branches_and_combines_them_as_published(tiny_files):
+    """Both scales > 1: three branches in one UNet call, in upstream's order (conditional,
+    zero reference, blank sketch), and 0.5 * [(u0 + s_r (c - u0)) + (u1 + s_s (c - u1))]."""
+    from sketchcolor_cli.engines.diffusion import DiffusionSettings
+    from sketchcolor_cli.engines.diffusion.runtime import SwitchRuntime
+
+    runtime = SwitchRuntime.load(DiffusionSettings(
+        model=str(tiny_files["checkpoint"]), clip=str(tiny_files["clip"]), config=str(tiny_files["config"])))
+    pipe = runtime.pipeline
+    torch.manual_seed(0)
+    sketch = torch.rand(1, 3, 64, 64) * 2 - 1
+    refs = [[torch.rand(3, 40, 30) * 2 - 1]]
+    masks = [[torch.ones(1, 40, 30)]]
+    common = dict(sketch_mask=torch.ones(1, 1, 64, 64), reference_masks=masks, background=None,
+                  reference_strength=1.0, sketch_strength=1.0, fg_strength=1.0, bg_strength=1.0, merge_scale=0.0,
+                  sketch_mask_threshold=0.05, reference_mask_threshold=0.5, background_enhance=True,
+                  foreground_enhance=False)
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    conditions = pipe.prepare_conditions(sketch, refs, reference_guidance=3.0, sketch_guidance=2.0, **common)
+    latents = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        cond, no_ref, no_sketch = pipe.evaluate(conditions, latents, 500)
+        single = pipe.prepare_conditions(sketch, refs, reference_guidance=1.0, sketch_guidance=1.0, **common)
+        (alone,) = pipe.evaluate(single, latents, 500)
+    hook.remove()
+    assert calls == [3, 1]
+    assert torch.count_nonzero(conditions.context[1]) == 0  # the reference-free branch
+    torch.testing.assert_close(cond, alone, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(cond, no_ref) and not torch.allclose(cond, no_sketch)
+    combined = pipe.combine((cond, no_ref, no_sketch), conditions, 3.0, 2.0)
+    expected = 0.5 * ((no_ref + 3.0 * (cond - no_ref)) + (no_sketch + 2.0 * (cond - no_sketch)))
+    torch.testing.assert_close(combined, expected)

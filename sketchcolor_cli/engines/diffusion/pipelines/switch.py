@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -194,14 +195,67 @@ class SwitchPipeline(DiffusionPipeline):
         Returns [B, 3, H, W] in [0, 1], float32.
         """
         device = self.run_device
-        dtype = self.unet.dtype
         batch, _, height, width = sketch.shape
         if height % 64 or width % 64:
             raise ValueError(f"sketch size {width}x{height}: width and height must be multiples of 64")
+        conditions = self.prepare_conditions(
+            sketch, references, sketch_mask=sketch_mask, reference_masks=reference_masks, background=background,
+            reference_guidance=reference_guidance, sketch_guidance=sketch_guidance,
+            reference_strength=reference_strength, sketch_strength=sketch_strength, fg_strength=fg_strength,
+            bg_strength=bg_strength, merge_scale=merge_scale, sketch_mask_threshold=sketch_mask_threshold,
+            reference_mask_threshold=reference_mask_threshold, background_enhance=background_enhance,
+            foreground_enhance=foreground_enhance,
+        )
+
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        latent_shape = (self.unet.config.in_channels, height // 8, width // 8)
+        if latents is None:
+            generators = generator or [torch.Generator("cpu").manual_seed(torch.seed()) for _ in range(batch)]
+            latents = torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
+        else:
+            generators = generator
+        latents = latents.to(device, torch.float32) * scheduler.init_noise_sigma
+        train_steps = scheduler.config.num_train_timesteps
+
+        with self._placed(self.unet):
+            for t in scheduler.timesteps:
+                progress = 1 - float(t) / (train_steps - 1)
+                in_window = guidance_start <= progress <= guidance_end
+                branches = self.evaluate(conditions, scheduler.scale_model_input(latents, t), t, in_window)
+                prediction = self.combine(branches, conditions, reference_guidance, sketch_guidance)
+                latents = scheduler.step(prediction, t, latents, generator=_step_generator(generators)).prev_sample
+
+        with self._placed(self.vae):
+            decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        return ((decoded.float().clamp(-1, 1) + 1) / 2).cpu()
+
+    def prepare_conditions(
+        self,
+        sketch: torch.Tensor,
+        references: list[list[torch.Tensor]],
+        *,
+        sketch_mask: torch.Tensor | None,
+        reference_masks: list[list[torch.Tensor]] | None,
+        background: list[torch.Tensor] | None,
+        reference_guidance: float,
+        sketch_guidance: float,
+        reference_strength: float | list[float],
+        sketch_strength: float,
+        fg_strength: float,
+        bg_strength: float,
+        merge_scale: float,
+        sketch_mask_threshold: float,
+        reference_mask_threshold: float,
+        background_enhance: bool,
+        foreground_enhance: bool,
+    ) -> "Conditions":
+        """Everything the UNet needs besides the latents and the timestep, for all guidance
+        branches at once (upstream's ``prepare_conditions``)."""
+        device, dtype = self.run_device, self.unet.dtype
         mask_guided = background_enhance or foreground_enhance
         if mask_guided and sketch_mask is None:
             raise ValueError("background/foreground enhance needs a sketch mask")
-
         context, segments = self.encode_context(
             references, reference_masks, background,
             background_enhance=background_enhance, foreground_enhance=foreground_enhance,
@@ -232,8 +286,6 @@ class SwitchPipeline(DiffusionPipeline):
             contexts.append(context)
             sketch_features.append([u for _, u in features])
         branches = len(contexts)
-        context_in = torch.cat(contexts)
-        features_in = [torch.cat(level) for level in zip(*sketch_features)]
         split = SplitAttention(
             mask=None if latent_mask is None else latent_mask.repeat(branches, 1, 1, 1),
             segments=segments,
@@ -245,37 +297,29 @@ class SwitchPipeline(DiffusionPipeline):
             use_fg_lora=foreground_enhance,
             use_bg_lora=background_enhance,
         )
+        return Conditions(
+            context=torch.cat(contexts),
+            sketch_features=[torch.cat(level) for level in zip(*sketch_features)],
+            split=split,
+            branches=branches,
+            reference_cfg=use_reference_cfg,
+            sketch_cfg=use_sketch_cfg,
+        )
 
-        scheduler = self.scheduler
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        latent_shape = (self.unet.config.in_channels, height // 8, width // 8)
-        if latents is None:
-            generators = generator or [torch.Generator("cpu").manual_seed(torch.seed()) for _ in range(batch)]
-            latents = torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
-        else:
-            generators = generator
-        latents = latents.to(device, torch.float32) * scheduler.init_noise_sigma
-        train_steps = scheduler.config.num_train_timesteps
-
-        with self._placed(self.unet):
-            for t in scheduler.timesteps:
-                progress = 1 - float(t) / (train_steps - 1)
-                in_window = guidance_start <= progress <= guidance_end
-                step_context = context_in if in_window else torch.zeros_like(context_in)
-                model_in = scheduler.scale_model_input(latents, t).to(dtype)
-                model_in = model_in.repeat(branches, 1, 1, 1)
-                out = self.unet(model_in, t, step_context, features_in, split).float().chunk(branches)
-                prediction = self.combine(out, use_reference_cfg, use_sketch_cfg, reference_guidance, sketch_guidance)
-                latents = scheduler.step(prediction, t, latents, generator=_step_generator(generators)).prev_sample
-
-        with self._placed(self.vae):
-            decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
-        return ((decoded.float().clamp(-1, 1) + 1) / 2).cpu()
+    def evaluate(self, conditions: "Conditions", latents: torch.Tensor, t: torch.Tensor | int,
+                 in_window: bool = True) -> tuple[torch.Tensor, ...]:
+        """One batched UNet evaluation of every guidance branch (upstream's ``apply_model``);
+        outside the guidance window every branch gets a zero context."""
+        context = conditions.context if in_window else torch.zeros_like(conditions.context)
+        model_in = latents.to(self.unet.dtype).repeat(conditions.branches, 1, 1, 1)
+        out = self.unet(model_in, t, context, conditions.sketch_features, conditions.split)
+        return out.float().chunk(conditions.branches)
 
     @staticmethod
-    def combine(out: tuple[torch.Tensor, ...], use_reference_cfg: bool, use_sketch_cfg: bool,
-                reference_guidance: float, sketch_guidance: float) -> torch.Tensor:
+    def combine(out: tuple[torch.Tensor, ...], conditions: "Conditions", reference_guidance: float,
+                sketch_guidance: float) -> torch.Tensor:
         """Upstream's (dual) classifier-free guidance on the branch outputs."""
+        use_reference_cfg, use_sketch_cfg = conditions.reference_cfg, conditions.sketch_cfg
         if use_reference_cfg and use_sketch_cfg:
             cond, no_ref, no_sketch = out
             return 0.5 * ((no_ref + reference_guidance * (cond - no_ref)) + (no_sketch + sketch_guidance * (cond - no_sketch)))
@@ -284,6 +328,16 @@ class SwitchPipeline(DiffusionPipeline):
             scale = reference_guidance if use_reference_cfg else sketch_guidance
             return uncond + (cond - uncond) * scale
         return out[0]
+
+
+@dataclass
+class Conditions:
+    context: torch.Tensor  # [branches * B, tokens, D]
+    sketch_features: list[torch.Tensor]  # per injection point, [branches * B, C, h, w]
+    split: SplitAttention
+    branches: int
+    reference_cfg: bool
+    sketch_cfg: bool
 
 
 def _step_generator(generators: list[torch.Generator] | None):
