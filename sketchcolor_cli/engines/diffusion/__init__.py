@@ -14,7 +14,6 @@ checks; torch, diffusers and transformers load in `DiffusionEngine.load`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -145,11 +144,6 @@ class DiffusionEngine(Engine):
             for index, layers in zip(indices, self.runtime.colorize([batch[i] for i in indices], settings)):
                 results[index] = layers
         return [results[i] for i in range(len(batch))]
-
-
-def model_path_kind(path: str | Path) -> str:
-    """'folder' (converted) or 'file' (single-file checkpoint)."""
-    return "folder" if Path(path).is_dir() else "file"
 
 
 __all__ = ["DiffusionEngine", "DiffusionSettings"]

@@ -22,7 +22,6 @@ else is in its batch.
 from __future__ import annotations
 
 import inspect
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -345,11 +344,3 @@ def _step_generator(generators: list[torch.Generator] | None):
     if not generators:
         return None
     return list(generators) if len(generators) > 1 else generators[0]
-
-
-def model_size(height: int, width: int, long_side: int) -> tuple[int, int, float]:
-    """The canvas (multiples of 64) for a frame whose long side becomes `long_side`, and the scale."""
-    scale = long_side / max(height, width)
-    canvas_h = max(64, math.ceil(height * scale / 64) * 64)
-    canvas_w = max(64, math.ceil(width * scale / 64) * 64)
-    return canvas_h, canvas_w, scale
