@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras to install (dev = tests). On CPU machines constraints/cpu.txt pins torch to the CPU wheel
 # (torch==2.13.0) so that the diffusion extra never pulls several GB of CUDA packages.
-EXTRAS ?= dev
+EXTRAS ?= dev,diffusion
 CONSTRAINTS ?= constraints/cpu.txt
 DEMO_OUT ?= out/walk
 

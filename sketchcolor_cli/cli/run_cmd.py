@@ -24,6 +24,10 @@ def run(
         Optional[list[str]],
         typer.Option("--set", help="Override any setting: --set outputs.bit_depth=16 (repeatable)."),
     ] = None,
+    model: Annotated[
+        Optional[Path], typer.Option(help="Diffusion model file or converted folder (engine.diffusion.model).")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Diffusion denoising steps (engine.diffusion.steps).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo frames whose outputs already exist.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")] = False,
@@ -41,11 +45,17 @@ def run(
       sketchcolor run shots/c004 --frames 1-24 --preset tv1080 --out /render/c004
 
       sketchcolor run shots/c004 --set engine.flat.gap_close_px=6 --overwrite --json
+
+      sketchcolor run shots/c004 --engine diffusion --model models/switch-eps --steps 30
     """
     from sketchcolor_cli.runner.cut import RunRequest, plan_cut, run_cut
     from sketchcolor_cli.runner.progress import make_reporter
 
     overrides = overrides_from(engine=engine, out=out, settings=set_)
+    if model is not None:  # relative to where the command runs, unlike manifest paths
+        overrides["engine.diffusion.model"] = str(model.expanduser().resolve())
+    if steps is not None:
+        overrides["engine.diffusion.steps"] = steps
     requests = [RunRequest(cut, preset, overrides, frames, overwrite) for cut in cuts]
     plans = [plan_cut(request) for request in requests]  # every manifest checked before any work
 

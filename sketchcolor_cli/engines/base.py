@@ -58,6 +58,9 @@ class WorkItem:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     previous: PreviousResult | None = None
     background: np.ndarray | None = None  # H x W x 4 uint16 background reference, if any
+    # Per-character engine setting overrides (manifest `characters[].engine.<engine>`) of the
+    # characters in this frame, in manifest order; engines that use them document how.
+    character_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Engine(ABC):
 # libraries (torch, diffusers, onnxruntime) never load for `--help` or the flat engine.
 _REGISTRY: dict[str, str] = {
     "flat": "sketchcolor_cli.engines.flat:FlatEngine",
+    "diffusion": "sketchcolor_cli.engines.diffusion:DiffusionEngine",
 }
 
 

@@ -59,6 +59,11 @@ class Character(_Strict):
     )
     masks: str | None = Field(None, description="Per-frame foreground masks, a pattern like 'masks/hero/####.png'.")
     frames: str | None = Field(None, description="Frames where the character appears (default: all).")
+    engine: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Engine settings for the frames where this character appears, under the engine's name, "
+        "e.g. {diffusion: {reference_strength: 0.8}}; they override the cut's engine settings there.",
+    )
 
     _frames = field_validator("frames", mode="before")(lambda v: None if v is None else _check_frame_spec(v))
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sketchcolor_cli.engines.base import EngineSettings, engine_class
+from sketchcolor_cli.engines.base import EngineSettings, engine_class, engine_names
 from sketchcolor_cli.errors import ManifestError, Problem
 from sketchcolor_cli.manifest.model import CutManifest, Preset
 from sketchcolor_cli.manifest.presets import find_preset
@@ -83,6 +83,9 @@ class ResolvedCut:
             "seed": data["seed"],
             "bit_depth": data["outputs"]["bit_depth"],
         }
+        overrides = {c["name"]: c["engine"] for c in data["characters"] if c.get("engine")}
+        if overrides:  # per-character engine settings decide pixels too
+            decisive["character_engine"] = overrides
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -190,6 +193,19 @@ def _problems(
     return problems
 
 
+def _absolute_paths(settings: EngineSettings, base: Path) -> EngineSettings:
+    """Engine settings marked as paths (``json_schema_extra={"path": True}``, e.g. model files)
+    are relative to the cut folder, like every path in a manifest."""
+    updates = {}
+    for name, info in type(settings).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        value = getattr(settings, name)
+        if extra.get("path") and isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            updates[name] = str(path if path.is_absolute() else (base / path))
+    return settings.model_copy(update=updates) if updates else settings
+
+
 def load_cut(
     target: Path,
     *,
@@ -242,6 +258,22 @@ def load_cut(
         engine_settings = settings_model.model_validate(manifest.engine.settings_for(engine_name))
     except ValidationError as error:
         raise ManifestError(_problems(error, origin, manifest_layer, prefix=("engine", engine_name))) from None
+    engine_settings = _absolute_paths(engine_settings, manifest_path.parent)
+    for index, character in enumerate(manifest.characters):
+        override = (character.engine or {}).get(engine_name)
+        unknown = sorted(set(character.engine or {}) - {engine_name} - set(engine_names()))
+        if unknown:
+            raise ManifestError([Problem(
+                f"character {character.name}: unknown engine {', '.join(unknown)} under `engine`",
+                file=manifest_path, line=document.line_of(("characters", index, "engine")),
+                field=f"characters.{index}.engine")])
+        if override:
+            try:
+                settings_model.model_validate({**engine_settings.model_dump(), **override})
+            except ValidationError as error:
+                raise ManifestError(
+                    _problems(error, origin, manifest_layer, prefix=("characters", index, "engine", engine_name))
+                ) from None
 
     origins = {".".join(str(p) for p in path): layer.label for path, layer in origin.items()}
     return ResolvedCut(

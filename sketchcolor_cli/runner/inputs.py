@@ -125,6 +125,7 @@ class CutInputs:
             masks=masks,
             previous=previous,
             background=self.background_for(shape),
+            character_settings=self.character_settings(unit.characters),
         )
 
     def key_frame(self, frame: int, colour_path: Path, line_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +139,14 @@ class CutInputs:
             while len(self._keys) > 4:
                 self._keys.pop(next(iter(self._keys)))
         return self._keys[frame]
+
+    def character_settings(self, present: tuple[str, ...]) -> dict[str, dict]:
+        engine = self.cut.manifest.engine.name
+        return {
+            c.name: dict(c.engine[engine])
+            for c in self.cut.manifest.characters
+            if c.name in present and c.engine and c.engine.get(engine)
+        }
 
     def background_for(self, shape: tuple[int, int]) -> np.ndarray | None:
         """The background image at the frame's size: the reference, a plain colour, or none."""

@@ -1,0 +1,63 @@
+"""A tiny configuration of the switch architecture (same parts and wiring, a few channels), for
+tests and quick checks. Not a model anyone colours with."""
+
+from __future__ import annotations
+
+from .configs import SwitchConfig
+
+TINY_CONTEXT = 32
+
+
+def tiny_switch_config(family: str = "switch") -> SwitchConfig:
+    config = SwitchConfig(
+        family=family,  # type: ignore[arg-type]
+        unet={
+            "sample_size": 8,
+            "in_channels": 4,
+            "out_channels": 4,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "block_out_channels": [32, 64],
+            "layers_per_block": 1,
+            "attention_head_dim": [2, 4],
+            "cross_attention_dim": TINY_CONTEXT,
+            "use_linear_projection": False,
+            "flip_sin_to_cos": True,
+            "freq_shift": 0,
+            "norm_num_groups": 32,
+        },
+        vae={
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "block_out_channels": [32, 32, 32, 32],
+            "layers_per_block": 1,
+            "latent_channels": 4,
+            "norm_num_groups": 32,
+            "sample_size": 64,
+            "scaling_factor": 0.18215,
+        },
+        sketch_encoder={"in_channels": 3, "model_channels": 32, "channel_mult": [1, 2]},
+        threshold_embedder={"embed_dim": 16, "out_dim": TINY_CONTEXT},
+        cluster_transformer={"dim": TINY_CONTEXT, "token_length": 16, "num_layers": 2, "head_dim": 16, "mlp_ratio": 2},
+    )
+    if family == "mult":
+        config.lora_fg_rank = config.lora_bg_rank = None
+    return config
+
+
+def tiny_clip_config():
+    """A CLIPVisionConfig of the ViT-H/14 shape in miniature (56 px, 14 px patches: 16 local tokens)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+        projection_dim=TINY_CONTEXT,
+        hidden_act="gelu",
+    )

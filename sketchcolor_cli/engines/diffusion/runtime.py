@@ -1,0 +1,176 @@
+"""The diffusion engine's runtime: loads the model once (device, dtype, compile, offload) and
+turns work items into pipeline calls and pipeline outputs into layers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..base import Layers, WorkItem
+from . import DiffusionSettings
+from .imaging import Canvas, layers_from_colour, mask_input, reference_input, reference_mask, sketch_input
+from .loading import SwitchConfig, is_converted_folder, load_converted, load_switch_components, prediction_from_name
+from .models.reference_encoder import load_clip_vision
+from .pipelines.switch import SwitchPipeline, make_scheduler
+
+log = logging.getLogger(__name__)
+TILING_ABOVE_PX = 1024
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+class SwitchRuntime:
+    def __init__(self, pipeline: SwitchPipeline, config: SwitchConfig, prediction: str, model_name: str):
+        self.pipeline = pipeline
+        self.config = config
+        self.prediction = prediction
+        self.model_name = model_name
+        self._sampler: str | None = None
+
+    @classmethod
+    def load(cls, settings: DiffusionSettings) -> "SwitchRuntime":
+        if not settings.model:
+            raise ValueError("engine.diffusion.model is not set: name a local switch/mult checkpoint "
+                             "(.safetensors) or a folder written by `sketchcolor convert`")
+        model = Path(settings.model).expanduser()
+        if not model.exists():
+            raise FileNotFoundError(f"engine.diffusion.model: {model} does not exist")
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        clip_path = Path(settings.clip).expanduser() if settings.clip else None
+        if model.is_dir():
+            if not is_converted_folder(model):
+                raise ValueError(f"engine.diffusion.model: {model} is a folder but not one written by `sketchcolor convert`")
+            parts, config = load_converted(model)
+            if clip_path is None and (model / "image_encoder" / "config.json").is_file():
+                clip_path = model / "image_encoder"
+        else:
+            config = SwitchConfig.from_file(settings.config) if settings.config else SwitchConfig.for_checkpoint(model)
+            parts = load_switch_components(model, config)
+        if clip_path is None:
+            raise ValueError("engine.diffusion.clip is not set: name the local CLIP-ViT-H-14 folder (transformers format)")
+        if settings.prediction != "auto":
+            prediction = settings.prediction
+        else:
+            prediction = config.prediction_type or prediction_from_name(model.name)
+        clip = load_clip_vision(clip_path)
+        pipeline = SwitchPipeline(
+            unet=parts["unet"],
+            vae=parts["vae"],
+            sketch_encoder=parts["sketch_encoder"],
+            image_encoder=clip,
+            scheduler=make_scheduler(settings.sampler, config.scheduler, prediction),
+            threshold_embedder=parts.get("threshold_embedder"),
+            cluster_transformer=parts.get("cluster_transformer"),
+        )
+        if dtype != torch.float32:
+            for module in pipeline._parts():
+                module.to(dtype=dtype)
+        if settings.cpu_offload and device.type != "cpu":
+            pipeline.enable_simple_offload(device)
+        else:
+            for module in pipeline._parts():
+                module.to(device)
+        if settings.compile:
+            pipeline.unet = torch.compile(pipeline.unet)  # type: ignore[assignment]
+        runtime = cls(pipeline, config, prediction, model.name)
+        runtime._sampler = settings.sampler
+        return runtime
+
+    def describe(self) -> str:
+        return f"{self.config.family} {self.model_name}, {self.prediction}"
+
+    def colorize(self, batch: list[WorkItem], settings: DiffusionSettings) -> list[Layers]:
+        """Each frame from its characters' model sheets (key frames of the cut, which the flat
+        engine carries colours from, are not references the published model was trained on)."""
+        if settings.sampler != self._sampler:
+            self.pipeline.scheduler = make_scheduler(settings.sampler, self.config.scheduler, self.prediction)
+            self._sampler = settings.sampler
+        vae = self.pipeline.vae
+        results: dict[int, Layers] = {}
+        # Items share a UNet call when their canvas and number of references agree.
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(batch):
+            if not sheets_of(item):
+                raise ValueError(f"frame {item.frame}: no reference image; give the characters' model sheets")
+            canvas = Canvas.fit(item.line_art.shape[:2], settings.resolution)
+            groups.setdefault((canvas, len(sheets_of(item)), item.background is not None), []).append(index)
+        limit = settings.batch_frames
+        for (canvas, _, _), indices in groups.items():
+            if settings.vae_tiling == "on" or (settings.vae_tiling == "auto" and max(canvas.height, canvas.width) > TILING_ABOVE_PX):
+                vae.enable_tiling()
+            else:
+                vae.disable_tiling()
+            for start in range(0, len(indices), limit):
+                chunk = [batch[i] for i in indices[start : start + limit]]
+                for i, layers in zip(indices[start : start + limit], self._colorize_group(chunk, canvas, settings)):
+                    results[i] = layers
+        return [results[i] for i in range(len(batch))]
+
+    def _colorize_group(self, items: list[WorkItem], canvas: Canvas, s: DiffusionSettings) -> list[Layers]:
+        sketches, masks, mask_names = [], [], []
+        for item in items:
+            sketches.append(sketch_input(item.line_art, canvas))
+            mask, names = mask_input(item.masks, item.line_art.shape[:2], canvas)
+            masks.append(mask)
+            mask_names.append(names)
+        references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
+        reference_masks = [[torch.from_numpy(reference_mask(r.image)) for r in sheets_of(item)] for item in items]
+        backgrounds = None
+        if items[0].background is not None:
+            backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
+        generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
+        colour = self.pipeline(
+            torch.from_numpy(np.stack(sketches)),
+            references,
+            sketch_mask=torch.from_numpy(np.stack(masks)),
+            reference_masks=reference_masks,
+            background=backgrounds,
+            num_inference_steps=s.steps,
+            reference_guidance=s.reference_guidance,
+            sketch_guidance=s.sketch_guidance,
+            reference_strength=s.reference_strength,
+            sketch_strength=s.sketch_strength,
+            fg_strength=s.fg_strength,
+            bg_strength=s.bg_strength,
+            merge_scale=s.merge_scale,
+            sketch_mask_threshold=s.sketch_mask_threshold,
+            reference_mask_threshold=s.reference_mask_threshold,
+            background_enhance=s.background_enhance,
+            foreground_enhance=s.foreground_enhance,
+            guidance_start=s.guidance_start,
+            guidance_end=s.guidance_end,
+            generator=generators,
+        )
+        out = []
+        for item, image, names in zip(items, colour.numpy(), mask_names):
+            full = canvas.take(np.transpose(image, (1, 2, 0)), item.line_art.shape[:2])
+            color, fill, line, review = layers_from_colour(full, item.line_art, names)
+            stats: dict[str, Any] = {
+                "seed": int(item.seed),
+                "model_size": [canvas.width, canvas.height],
+                "references": len(sheets_of(item)),
+                "masks": names if names else "none: whole frame foreground",
+                "background": "image" if item.background is not None else "from references",
+            }
+            out.append(Layers(color=color, fill=fill, line=line, review=review, stats=stats))
+        return out
+
+
+def sheets_of(item: WorkItem) -> list:
+    """The item's model sheets: its references that are not key frames of the cut."""
+    return [r for r in item.references if r.frame is None]
