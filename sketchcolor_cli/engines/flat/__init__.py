@@ -59,6 +59,12 @@ class FlatSettings(EngineSettings):
         ge=0,
         description="Regions of this many pixels or fewer are merged into a neighbour (line specks).",
     )
+    key_reach: int = Field(
+        12,
+        ge=0,
+        description="Key frames up to this many frames away are also carried from directly (both sides); "
+        "farther ones reach a frame only along the chain of frames from them.",
+    )
     carry: bool = Field(
         True,
         description="Carry colours from frame to frame, out from the key frames (or from the first frame "
@@ -96,6 +102,7 @@ class FlatEngine(Engine):
             hint_lines=settings.hint_lines,
             min_region_px=settings.min_region_px,
             previous_min_confidence=settings.previous_min_confidence,
+            key_reach=settings.key_reach,
         )
         self._cache = ImageCache()
 

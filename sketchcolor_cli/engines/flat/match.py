@@ -76,6 +76,7 @@ class MatchSettings:
     hint_lines: bool
     min_region_px: int
     previous_min_confidence: float
+    key_reach: int = 12
 
     def segment(self, line_art: np.ndarray, what: str) -> Segmentation:
         """Regions of a line-art drawing with these settings (frames, previous frames, references)."""
@@ -796,7 +797,12 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
         source[settle] = SOURCE_BACKGROUND
         open_ &= ~settle
 
-    others = [r for r in item.references if r.frame != item.frame]
+    # Model sheets, and the key frames near enough to be worth carrying from directly (a far key
+    # still reaches this frame along the chain of frames from it).
+    others = [
+        r for r in item.references
+        if r.frame is None or (r.frame != item.frame and abs(r.frame - item.frame) <= settings.key_reach)
+    ]
     if open_.any() and not others and item.previous is None:
         raise ValueError(
             f"frame {item.frame}: the flat engine needs a reference (model sheet or key frame) or the "
