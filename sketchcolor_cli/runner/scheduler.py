@@ -65,7 +65,12 @@ class _Frame:
     attempt_errors: list[str] = field(default_factory=list)
     oom_halvings: int = 0
     dependency_failed: bool = False
+    alone: bool = False  # dispatch in a batch of its own (its batch failed in the engine)
     batch: "_Batch | None" = None
+
+    @property
+    def goes_alone(self) -> bool:
+        return self.alone or self.attempts > 0
 
     @property
     def order(self) -> tuple[int, int]:
@@ -338,10 +343,10 @@ class Scheduler:
             nonlocal limit
             if frame.state != READY:
                 return False
-            if batch and (frame.cut is not batch[0].cut or frame.attempts > 0):
+            if batch and (frame.cut is not batch[0].cut or frame.goes_alone):
                 return False
             if not batch:
-                size = frame.cut.batch_size if frame.attempts == 0 else 1
+                size = 1 if frame.goes_alone else frame.cut.batch_size
                 limit = max(1, min(limit, size, worker.oom_cap or size))
             return True
 
@@ -353,13 +358,13 @@ class Scheduler:
                 continue
             if fits(frame):
                 batch.append(frame)
-                if frame.attempts > 0:
+                if frame.goes_alone:
                     break
             else:
                 skipped.append(frame)
         own.extendleft(reversed(skipped))
         put_back = []
-        while self.ready and len(batch) < limit and not (batch and batch[0].attempts > 0):
+        while self.ready and len(batch) < limit and not (batch and batch[0].goes_alone):
             entry = heapq.heappop(self.ready)
             frame = entry[3]
             if frame.state != READY or frame in batch:
@@ -433,6 +438,11 @@ class Scheduler:
             worker.head_since = time.monotonic()  # the time limit is per frame
         if outcome["status"] == "done":
             self._finish_frame(frame, DONE, worker=worker, outcome=outcome)
+        elif outcome.get("engine_batch", 1) > 1 and not frame.alone:
+            # The engine failed on a batch: try each of its frames alone before blaming any.
+            frame.attempts -= 1
+            frame.alone = True
+            self._make_ready(frame)
         else:
             self._attempt_failed(frame, outcome["error"], worker)
 

@@ -291,8 +291,8 @@ class Worker:
             if is_out_of_memory(error):
                 self.send((OOM, self.id, batch_id, cut_key, [unit.frame for unit, _, _ in items], text))
             else:
-                for unit, _, _ in items:
-                    self._report_failed(batch_id, cut_key, unit, f"engine: {text}")
+                for unit, _, _ in items:  # which frame of the batch is to blame is unknown
+                    self._report_failed(batch_id, cut_key, unit, f"engine: {text}", batch_size=len(items))
             return
         state = self.cuts[cut_key]
         cut = state.cut
@@ -333,5 +333,6 @@ class Worker:
             }
             self.send((FRAME, self.id, batch_id, cut_key, unit.frame, outcome))
 
-    def _report_failed(self, batch_id, cut_key: str, unit: FrameUnit, reason: str) -> None:
-        self.send((FRAME, self.id, batch_id, cut_key, unit.frame, {"status": "failed", "error": reason}))
+    def _report_failed(self, batch_id, cut_key: str, unit: FrameUnit, reason: str, batch_size: int = 1) -> None:
+        outcome = {"status": "failed", "error": reason, "engine_batch": batch_size}
+        self.send((FRAME, self.id, batch_id, cut_key, unit.frame, outcome))
