@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from sketchcolor_cli import __version__
-from sketchcolor_cli.cli import config_cmd, eval_cmd, frame_cmd, inspect_cmd, presets_cmd, run_cmd
+from sketchcolor_cli.cli import config_cmd, eval_cmd, farm_cmd, frame_cmd, inspect_cmd, presets_cmd, run_cmd
 from sketchcolor_cli.cli.common import console_err, print_problems
 from sketchcolor_cli.errors import EXIT_USAGE, ManifestError, SketchcolorError
 from sketchcolor_cli.frames.spec import FrameSpecError
@@ -71,6 +71,7 @@ def _root(
 for module in (run_cmd, frame_cmd, inspect_cmd, config_cmd, eval_cmd):
     module.register(app)
 app.add_typer(presets_cmd.app, name="presets")
+farm_cmd.register(app)
 
 
 def main() -> None:
