@@ -147,27 +147,41 @@ class Worker:
     def _read_loop(self) -> None:
         while True:
             message = self.receive()
-            kind = message[0]
-            if kind == STOP:
-                self.prepared.put(message)
-                return
-            if kind == CUT:
-                _, cut_key, cut = message
-                self.cuts[cut_key] = _CutState(cut)
-                self.prepared.put(message)  # the engine loads now, not when the first batch is ready
-                continue
-            _, batch_id, cut_key, assignments = message
-            state = self.cuts[cut_key]
-            items, failures = [], []
-            for assignment in assignments:
-                try:
-                    item, notes = self._work_item(state, cut_key, assignment)
-                    items.append((assignment.unit, item, notes))
-                except FrameError as error:
-                    failures.append((assignment.unit, str(error)))
-                except Exception as error:  # noqa: BLE001 - one bad frame must not stop the others
-                    failures.append((assignment.unit, f"cannot read inputs: {type(error).__name__}: {error}"))
-            self.prepared.put((BATCH, batch_id, cut_key, items, failures))
+            try:
+                if not self._read(message):
+                    return
+            except Exception as error:  # noqa: BLE001 - a reader that dies silently would hang the run
+                text = f"worker error: {type(error).__name__}: {error}"
+                if message[0] == BATCH:
+                    _, batch_id, cut_key, assignments = message
+                    self.prepared.put((BATCH, batch_id, cut_key, [], [(a.unit, text) for a in assignments]))
+                else:
+                    self.send((FATAL, self.id, text))
+
+    def _read(self, message: tuple) -> bool:
+        """Handle one message from the scheduler; False after STOP."""
+        kind = message[0]
+        if kind == STOP:
+            self.prepared.put(message)
+            return False
+        if kind == CUT:
+            _, cut_key, cut = message
+            self.cuts[cut_key] = _CutState(cut)
+            self.prepared.put(message)  # the engine loads now, not when the first batch is ready
+            return True
+        _, batch_id, cut_key, assignments = message
+        state = self.cuts[cut_key]
+        items, failures = [], []
+        for assignment in assignments:
+            try:
+                item, notes = self._work_item(state, cut_key, assignment)
+                items.append((assignment.unit, item, notes))
+            except FrameError as error:
+                failures.append((assignment.unit, str(error)))
+            except Exception as error:  # noqa: BLE001 - one bad frame must not stop the others
+                failures.append((assignment.unit, f"cannot read inputs: {type(error).__name__}: {error}"))
+        self.prepared.put((BATCH, batch_id, cut_key, items, failures))
+        return True
 
     def _compute_loop(self) -> None:
         while True:
