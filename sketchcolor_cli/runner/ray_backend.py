@@ -116,7 +116,7 @@ class RayPool(Pool):
 
     def start_worker(self, config: WorkerConfig) -> WorkerHandle:
         options = {"num_gpus": 1} if self.use_gpus else {"num_cpus": 1}
-        actor = _WorkerActor.options(**options).remote(WorkerConfig(config.worker_id, None, config.engines))
+        actor = _WorkerActor.options(**options).remote(WorkerConfig(config.worker_id, None, config.engines, threads=1 if not self.use_gpus else None))
         worker = _RayWorker(actor, config.worker_id)
         self.all.append(worker)
         self._drain(worker)

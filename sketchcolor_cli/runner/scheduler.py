@@ -239,7 +239,14 @@ class Scheduler:
         worker_id = self.next_worker_id
         self.next_worker_id += 1
         extra_engines = {k: v for k, v in registered_engines().items()}
-        handle = self.pool.start_worker(WorkerConfig(worker_id=worker_id, visible_devices=device, engines=extra_engines))
+        threads = None
+        count = self.layout.count if self.layout else 1
+        if count > 1 and not device and self.options.backend == "local":
+            from sketchcolor_cli.runner.devices import cpu_cores
+
+            threads = max(1, cpu_cores() // count)  # CPU workers share the cores
+        config = WorkerConfig(worker_id=worker_id, visible_devices=device, engines=extra_engines, threads=threads)
+        handle = self.pool.start_worker(config)
         worker = _Worker(id=worker_id, handle=handle, device=device, head_since=time.monotonic())
         self.workers[worker_id] = worker
         self.affinity[worker_id] = deque()

@@ -57,6 +57,9 @@ class WorkerConfig:
     # CUDA_VISIBLE_DEVICES for this worker: "0" (one GPU), "" (hide every GPU), None (leave as is).
     visible_devices: str | None = None
     engines: dict[str, str] = field(default_factory=dict)  # extra engine registry entries
+    # CPU threads the engine's libraries may use (OpenCV, OpenMP): the cores shared out between
+    # CPU workers, so that N workers do not each start a thread per core. None: no limit.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ def run_worker(config: WorkerConfig, receive: Callable[[], Any], send: Callable[
     """The worker loop: returns after a STOP message (or a fatal error, which it reports)."""
     for name, target in config.engines.items():
         register_engine(name, target)
+    if config.threads:
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(config.threads)
+        import cv2
+
+        cv2.setNumThreads(config.threads)
     Worker(config, receive, send).run()
 
 
