@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Extras to install (dev = tests). On CPU machines constraints/cpu.txt pins torch to the CPU wheel
+# Extras to install (dev = tests, ray = the Ray backend and its tests). On CPU machines constraints/cpu.txt pins torch to the CPU wheel
 # (torch==2.13.0) so that the diffusion extra never pulls several GB of CUDA packages.
-EXTRAS ?= dev,diffusion
+EXTRAS ?= dev,diffusion,ray
 CONSTRAINTS ?= constraints/cpu.txt
 DEMO_OUT ?= out/walk
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-scaling clean
 
 $(BIN)/.installed-$(EXTRAS): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/flat_accuracy.py
+
+bench-scaling: install
+	$(BIN)/python benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

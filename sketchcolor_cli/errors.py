@@ -8,6 +8,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FRAMES_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_DEVICE = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class ManifestError(SketchcolorError):
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class NoDeviceError(SketchcolorError):
+    """GPUs were asked for (`--gpus`) and this machine has none, or not the ones named (exit 3)."""
+
+    exit_code = EXIT_NO_DEVICE
+
+
+class WorkerError(SketchcolorError):
+    """A worker cannot run at all (its engine did not load, no worker could be started)."""
 
 
 class FrameError(Exception):

@@ -8,9 +8,19 @@ import typer
 from typer.core import TyperGroup
 
 from sketchcolor_cli import __version__
-from sketchcolor_cli.cli import config_cmd, convert_cmd, eval_cmd, frame_cmd, inspect_cmd, presets_cmd, run_cmd
+from sketchcolor_cli.cli import (
+    config_cmd,
+    convert_cmd,
+    eval_cmd,
+    farm_cmd,
+    frame_cmd,
+    inspect_cmd,
+    presets_cmd,
+    run_cmd,
+)
 from sketchcolor_cli.cli.common import console_err, print_problems
-from sketchcolor_cli.errors import ManifestError, SketchcolorError
+from sketchcolor_cli.errors import EXIT_USAGE, ManifestError, SketchcolorError
+from sketchcolor_cli.frames.spec import FrameSpecError
 
 class _Commands(TyperGroup):
     """Turns the errors every command may raise into messages and exit codes, in one place."""
@@ -24,6 +34,9 @@ class _Commands(TyperGroup):
         except SketchcolorError as error:
             console_err.print(f"[red]error:[/red] {error}", highlight=False)
             raise typer.Exit(error.exit_code) from None
+        except FrameSpecError as error:  # --frames, --shard, --chunk-range: bad usage
+            console_err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             console_err.print("interrupted; finished frames are kept, run again to go on")
             raise typer.Exit(130) from None
@@ -67,6 +80,7 @@ def _root(
 for module in (run_cmd, frame_cmd, inspect_cmd, config_cmd, eval_cmd, convert_cmd):
     module.register(app)
 app.add_typer(presets_cmd.app, name="presets")
+farm_cmd.register(app)
 
 
 def main() -> None:

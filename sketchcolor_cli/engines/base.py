@@ -12,6 +12,7 @@ exact); single-channel layers are ``H x W`` ``uint16``.
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -74,6 +75,17 @@ class Layers:
     stats: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts for the log
 
 
+class EngineOutOfMemory(RuntimeError):
+    """The engine ran out of (GPU) memory on a batch; the scheduler halves that worker's batch and
+    retries. Workers treat any exception whose type is named ``OutOfMemoryError`` (torch.cuda's)
+    the same way, without importing torch."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an engine's exception means "too big a batch" rather than "this frame is bad"."""
+    return isinstance(error, EngineOutOfMemory) or type(error).__name__ == "OutOfMemoryError"
+
+
 class EngineSettings(BaseModel):
     """Base of every engine's settings model; unknown keys are errors, not silently ignored."""
 
@@ -88,6 +100,9 @@ class Engine(ABC):
     # "none": every frame stands alone; "previous": frame N carries colours from frame N-1's
     # result (the plan orders such frames and the runner hands over `WorkItem.previous`).
     frame_dependency: ClassVar[Literal["none", "previous"]] = "none"
+    # True: the engine runs best on a GPU; the scheduler starts one worker per visible GPU (and,
+    # on a machine without one, a single CPU worker rather than one per core).
+    uses_gpu: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -114,15 +129,47 @@ _REGISTRY: dict[str, str] = {
     "flat": "sketchcolor_cli.engines.flat:FlatEngine",
     "diffusion": "sketchcolor_cli.engines.diffusion:DiffusionEngine",
 }
+# Extra engines for processes this one starts (farm tasks, spawned workers): "name=module:Class,..."
+ENGINES_ENV = "SKETCHCOLOR_ENGINES"
+
+
+def _checked_target(name: str, target: str, where: str) -> str:
+    module_name, _, class_name = target.partition(":")
+    if not name or not module_name or not class_name:
+        raise ValueError(f"{where}: engine {name!r} -> {target!r}; write name=package.module:ClassName")
+    return target
+
+
+def register_engine(name: str, target: str) -> None:
+    """Make an extra engine known by name: ``register_engine("mine", "studio.engines:MyEngine")``.
+
+    The module is imported only when the engine is used. Processes started later see it only
+    through the ``SKETCHCOLOR_ENGINES`` environment variable (or `registered_engines()` handed to
+    them, which is what the local workers do).
+    """
+    _REGISTRY[name] = _checked_target(name, target, "register_engine")
+
+
+def _from_environment() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in os.environ.get(ENGINES_ENV, "").split(","))):
+        name, _, target = entry.partition("=")
+        found[name.strip()] = _checked_target(name.strip(), target.strip(), ENGINES_ENV)
+    return found
+
+
+def registered_engines() -> dict[str, str]:
+    """Every engine name -> "module:Class" (built-in, registered, and from SKETCHCOLOR_ENGINES)."""
+    return {**_from_environment(), **_REGISTRY}
 
 
 def engine_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(registered_engines())
 
 
 def engine_class(name: str) -> type[Engine]:
     try:
-        target = _REGISTRY[name]
+        target = registered_engines()[name]
     except KeyError:
         raise KeyError(f"unknown engine {name!r}; known engines: {', '.join(engine_names())}") from None
     module_name, class_name = target.split(":")

@@ -178,6 +178,12 @@ class Outputs(_Strict):
 
 class RunSettings(_Strict):
     batch_size: int = Field(4, ge=1, description="Frames handed to the engine at once.")
+    frame_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="A frame that takes longer than this many seconds is failed and its worker restarted "
+        "(so a run never hangs); `--frame-timeout` on the command line. Default: no limit.",
+    )
 
 
 class CutManifest(_Strict):

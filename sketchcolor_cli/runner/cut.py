@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from sketchcolor_cli.engines.base import engine_class
-from sketchcolor_cli.frames.spec import parse_frame_spec
+from sketchcolor_cli.frames.spec import parse_frame_spec, shard_frames
 from sketchcolor_cli.manifest.resolve import ResolvedCut, load_cut
 from sketchcolor_cli.plan import Plan, build_plan
-from sketchcolor_cli.runner.logs import RunSummary, write_json_atomic
+from sketchcolor_cli.runner.logs import SUMMARY, RunSummary, log_file, write_json_atomic
 from sketchcolor_cli.runner.progress import Reporter
-from sketchcolor_cli.runner.run import run_plan
+from sketchcolor_cli.runner.scheduler import RunOptions, run_plans
 
 CONTACT_SHEET = "contact_sheet.png"
 FLIPBOOK = "flipbook.mp4"
@@ -27,22 +27,44 @@ class RunRequest:
     overrides: dict[str, Any] | None = None
     frames: str | None = None
     overwrite: bool = False
+    shard: tuple[int, int] | None = None  # (K, N): this task's share of the selected frames
+    chunk_range: tuple[int, int] | None = None  # (first, last): only the selected frames in this span
 
 
 def plan_cut(request: RunRequest) -> Plan:
     cut = load_cut(request.target, preset=request.preset, overrides=request.overrides)
     selection = parse_frame_spec(request.frames) if request.frames else None
     dependency = engine_class(cut.manifest.engine.name).dependency_for(cut.engine_settings)
+    if request.shard is not None or request.chunk_range is not None:
+        from sketchcolor_cli.frames.sequence import find_sequence
+        from sketchcolor_cli.plan import cut_frames
+
+        if selection is None:
+            selection = cut_frames(cut, find_sequence(cut.manifest.frames.source, cut.cut_dir))
+        if request.chunk_range is not None:
+            first, last = request.chunk_range
+            selection = [frame for frame in selection if first <= frame <= last]
+        if request.shard is not None:
+            selection = shard_frames(selection, *request.shard)
     return build_plan(cut, frame_dependency=dependency, selection=selection, overwrite=request.overwrite)
 
 
-def run_cut(plan: Plan, reporter: Reporter) -> RunSummary:
-    summary = run_plan(plan, reporter=reporter)
-    if summary.frames_done or summary.frames_skipped:
-        extras = write_cut_review(plan)
-        summary.extras.update({name: str(path) for name, path in extras.items()})
-        write_json_atomic(plan.cut.output_dir / "logs" / "summary.json", summary.to_dict())
+def run_cut(plan: Plan, reporter: Reporter, options: RunOptions | None = None) -> RunSummary:
+    """One cut end to end: its frames, then the contact sheet and flip-book."""
+    (summary,) = run_cuts([plan], reporter, options)
     return summary
+
+
+def run_cuts(plans: list[Plan], reporter: Reporter, options: RunOptions | None = None) -> list[RunSummary]:
+    """Several cuts in one call: cuts with equal engine settings share the loaded workers. A farm
+    task (a log tag) leaves the cut's review files to `sketchcolor preview`, run once at the end."""
+    summaries = run_plans(plans, reporter, options)
+    for plan, summary in zip(plans, summaries):
+        if summary.log_tag is None and (summary.frames_done or summary.frames_skipped):
+            extras = write_cut_review(plan)
+            summary.extras.update({name: str(path) for name, path in extras.items()})
+            write_json_atomic(log_file(plan.cut.output_dir, SUMMARY, summary.log_tag), summary.to_dict())
+    return summaries
 
 
 def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:

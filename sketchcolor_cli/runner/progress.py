@@ -15,7 +15,7 @@ class Reporter:
 
     def start(self, cut: str, total: int) -> None: ...
 
-    def frame(self, frame: int, status: str, detail: str = "") -> None: ...
+    def frame(self, frame: int, status: str, detail: str = "", *, cut: str | None = None) -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -37,11 +37,11 @@ class PlainReporter(Reporter):
         self.cut, self.total, self.finished = cut, total, 0
         self._write(f"[sketchcolor] {cut}: {total} frame(s) to colour Progress: 0%")
 
-    def frame(self, frame: int, status: str, detail: str = "") -> None:
+    def frame(self, frame: int, status: str, detail: str = "", *, cut: str | None = None) -> None:
         self.finished += 1
         percent = int(100 * self.finished / self.total) if self.total else 100
         extra = f" ({detail})" if detail else ""
-        self._write(f"[sketchcolor] {self.cut} frame {frame} {status}{extra} Progress: {percent}%")
+        self._write(f"[sketchcolor] {cut or self.cut} frame {frame} {status}{extra} Progress: {percent}%")
 
     def message(self, text: str) -> None:
         self._write(f"[sketchcolor] {text}")
@@ -67,10 +67,11 @@ class RichReporter(Reporter):
         self.progress.start()
         self.task = self.progress.add_task(cut, total=total, last="")
 
-    def frame(self, frame: int, status: str, detail: str = "") -> None:
+    def frame(self, frame: int, status: str, detail: str = "", *, cut: str | None = None) -> None:
+        where = f"{cut} frame {frame}" if cut else f"frame {frame}"
         if status == "failed":
-            self.progress.console.print(f"[red]frame {frame} failed[/red]: {detail}")
-        self.progress.update(self.task, advance=1, last=f"frame {frame} {status}")
+            self.progress.console.print(f"[red]{where} failed[/red]: {detail}", highlight=False, markup=True)
+        self.progress.update(self.task, advance=1, last=f"{where} {status}")
 
     def message(self, text: str) -> None:
         self.progress.console.print(text) if self.task is not None else self.console.print(text)

@@ -99,6 +99,7 @@ class DiffusionEngine(Engine):
     name: ClassVar[str] = "diffusion"
     settings_model: ClassVar[type[EngineSettings]] = DiffusionSettings
     frame_dependency: ClassVar[Literal["none", "previous"]] = "none"
+    uses_gpu: ClassVar[bool] = True  # one worker per GPU when there are GPUs; the CPU otherwise
 
     def __init__(self, settings: DiffusionSettings, runtime: Any):
         self.settings = settings
