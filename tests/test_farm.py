@@ -144,3 +144,24 @@ def test_shards_split_the_frames_and_keep_their_own_logs(small_cut, tmp_path):
 
 def test_unknown_format_is_a_usage_error(small_cut):
     assert invoke("farm", "plan", small_cut, "--format", "tractor").exit_code == 2
+
+
+def test_tractor_job_script_nests_its_tasks_and_its_commands_make_the_cut(small_cut, tmp_path):
+    import re
+
+    out, script = tmp_path / "farm", tmp_path / "job.alf"
+    assert invoke("farm", "plan", small_cut, "--chunk", "2", "--format", "tractor", "--outputs", out,
+                  "--executable", PYTHON_M, "--out", script).exit_code == 0  # fmt: skip
+    text = script.read_text()
+    assert text.startswith("##AlfredToDo 3.0\n") and text.count("{") == text.count("}")
+    titles = re.findall(r"^\s*Task \{(frames [^}]*)\}", text, re.M)
+    assert titles == ["frames 1-2", "frames 3-4", "frames 5"]
+    # a chunk that carries colours from the previous chunk waits for it (defined before it)
+    instances = re.findall(r"Task \{(frames [^}]*)\} -subtasks \{([^}]*\}?)\}", text)
+    assert dict(instances)["frames 3-4"] == "Instance {frames 1-2}"
+    # Tractor runs subtasks before their parent's commands: the chunks in order, then the review
+    commands = [re.findall(r"\{([^{}]*)\}", body) for body in re.findall(r"RemoteCmd \{(.*?)\} -service", text)]
+    assert commands[-1][3] == "preview" and all(c[3] == "run" for c in commands[:-1])
+    for argv in commands:
+        assert run_argv(argv) == 0
+    assert output_bytes(out) == clean_run(small_cut, tmp_path / "clean")

@@ -17,7 +17,7 @@ app = typer.Typer(help="Render-farm job plans for a cut.", no_args_is_help=True,
 def plan(
     cut: Annotated[Path, typer.Argument(help="A cut folder (with cut.yaml) or a manifest file.")],
     chunk: Annotated[int, typer.Option(min=1, help="Frames per task.")] = 10,
-    fmt: Annotated[str, typer.Option("--format", help="json | shell | opencue | deadline.")] = "json",
+    fmt: Annotated[str, typer.Option("--format", help="json | shell | opencue | deadline | tractor.")] = "json",
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="File to write (deadline: a folder for its two files); default stdout.")
     ] = None,
@@ -44,6 +44,8 @@ def plan(
       sketchcolor farm plan shots/c004 --chunk 12 --format opencue -o c004.xml   # cjsl job spec
 
       sketchcolor farm plan shots/c004 --chunk 12 --format deadline -o c004_deadline/
+
+      sketchcolor farm plan shots/c004 --chunk 12 --format tractor -o c004.alf   # tractor-spool c004.alf
       deadlinecommand c004_deadline/job_info.job c004_deadline/plugin_info.job
     """
     import os
