@@ -145,7 +145,12 @@ def speed(work: Path, size: tuple[int, int], frames: int) -> dict:
         for stage, value in record.get("stats", {}).get("seconds", {}).items():
             stages[stage] = stages.get(stage, 0.0) + value
     accuracy = score(out / "fill", cut, list(range(2, frames + 1)))
+    summary = json.loads((out / "logs" / "summary.json").read_text())
+    run_seconds = float(summary["seconds"])
     return {
+        "run_seconds": round(run_seconds, 2),  # reading, colouring, writing the layers (threads overlap)
+        "review_and_startup_seconds": round(seconds - run_seconds, 2),  # contact sheet, flip-book, start-up
+        "engine_idle_share": summary.get("engine_idle_share"),
         "size": f"{size[0]}x{size[1]}", "frames": frames, "seconds": round(seconds, 2),
         "fps": round(frames / seconds, 2), "peak_memory_mb": round(max(peak_mb, before / 1024)),
         "engine_seconds_per_frame": {k: round(v / frames, 4) for k, v in stages.items()},
@@ -227,13 +232,16 @@ def markdown(report: dict, cuts: list[str], protocols: list[str]) -> str:
                          f"| {pct(r['pix_acc_wobg'])} | {pct(r['bmiou'])} |")
     if report["speed"]:
         lines += ["", "## Speed through `sketchcolor run` (one key frame, carried; everything included)", "",
-                  "| size | frames | seconds | frames/s | peak memory | engine s/frame (segment / match / paint) |",
-                  "|---|---|---|---|---|---|"]
+                  "| size | frames | seconds | frames/s | peak memory | engine s/frame (segment / match / paint) "
+                  "| frames written (s) | contact sheet, flip-book, start-up (s) | engine idle |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for s in report["speed"]:
             stages = s["engine_seconds_per_frame"]
             split = " / ".join(f"{stages.get(k, 0):.3f}" for k in ("segment", "match", "paint"))
+            idle = s.get("engine_idle_share")
             lines.append(f"| {s['size']} | {s['frames']} | {s['seconds']} | {s['fps']} | {s['peak_memory_mb']} MB "
-                         f"| {split} |")
+                         f"| {split} | {s['run_seconds']} | {s['review_and_startup_seconds']} "
+                         f"| {'-' if idle is None else f'{100 * idle:.0f}%'} |")
     return "\n".join(lines) + "\n"
 
 
