@@ -31,8 +31,6 @@ import argparse
 import ctypes
 import gc
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine_info import machine  # noqa: E402  (beside this script)
 
 UPSTREAM_HARNESS = r'''
 import json, sys, types
@@ -140,25 +140,11 @@ def free_memory() -> None:
         pass
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
-
-
 def ours(work: Path, size: int, settings: dict) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from sketchcolor_cli.engines.diffusion.loading import SwitchConfig, load_switch_components
+    from sketchcolor_cli.engines.diffusion.loading import SwitchConfig
     from sketchcolor_cli.engines.diffusion.loading.single_file import build_components, to_ldm_state_dict
     from sketchcolor_cli.engines.diffusion.pipelines.switch import SwitchPipeline, make_scheduler
 
@@ -283,12 +269,10 @@ def main() -> None:
         ours_info = ours(work, args.size, settings)
         free_memory()
         (work / "harness.py").write_text(UPSTREAM_HARNESS)
-        start = time.perf_counter()
         run = subprocess.run([args.upstream_python, str(work / "harness.py"), str(args.upstream.resolve()), str(work)],
                              capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"the upstream harness failed:\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}")
-        upstream_seconds = time.perf_counter() - start
         a = torch.load(work / "our_out.pt")
         b = torch.load(work / "upstream_out.pt")
     revision = subprocess.run(["git", "-C", str(args.upstream), "rev-parse", "--short", "HEAD"],
@@ -313,7 +297,7 @@ def main() -> None:
         "context_relative_error": relative(a["context"], b["context"]),
         "threshold": 1e-4,
         "params": ours_info["params"],
-        "machine": machine(),
+        "machine": machine(f"torch {torch_version()}"),
         "date": time.strftime("%Y-%m-%d"),
     }
     result["passed"] = result["relative_error"] < result["threshold"]
@@ -342,3 +326,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine_info import machine as describe_machine  # noqa: E402  (beside this script)
 
 
 def peak_memory_gib(device) -> float:
@@ -142,16 +142,8 @@ def _time(frame, frames: int, device) -> dict:
 def machine(device) -> str:
     import torch
 
-    cpu = platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
+    gpu = [torch.cuda.get_device_name(device)] if device.type == "cuda" else []
+    return describe_machine(f"torch {torch.__version__}", *gpu)
 
 
 def main() -> None:

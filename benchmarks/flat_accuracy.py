@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,20 +40,10 @@ from sketchcolor_cli.runner.cut import RunRequest, plan_cut, run_cut  # noqa: E4
 from sketchcolor_cli.runner.progress import PlainReporter  # noqa: E402
 from sketchcolor_cli.synthetic.cut import make_cut  # noqa: E402
 
+from machine_info import machine  # noqa: E402
+
 METRICS = ("acc", "acc_thres", "pix_acc", "pix_acc_wobg", "bmiou")
 KEY_DISTANCE = 6
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 class _Quiet(PlainReporter):

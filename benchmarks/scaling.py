@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,19 +32,9 @@ from sketchcolor_cli.runner.progress import Reporter  # noqa: E402
 from sketchcolor_cli.runner.scheduler import RunOptions, run_plans  # noqa: E402
 from sketchcolor_cli.synthetic.cut import make_cut  # noqa: E402
 
+from machine_info import machine  # noqa: E402
+
 register_engine("fixed_cost", "fixed_cost_engine:FixedCostEngine")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def timed_run(cut: Path, out: Path, workers: int, **settings) -> tuple[float, object]:
@@ -103,7 +91,7 @@ def overhead(work: Path, frames: int, cost_s: float, worker_counts: tuple[int, .
 def write(results: dict, out: Path, suffix: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"scaling{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# Scaling over local workers", "", f"Machine: {results['machine']}. Measured {results['date']}.", "",
+    lines = ["# Scaling over local workers", "", f"Machine: {results['machine']}. Measured {results['date']}.", "",
              "## Flat engine, synthetic cut with a key frame every 6 frames "
              f"({results['flat_cut']})", "",
              "| workers | frames | seconds | frames/s | engine idle | bytes identical to 1 worker |", "|---|---|---|---|---|---|"]  # fmt: skip

@@ -23,6 +23,19 @@ from typing import Any
 from sketchcolor_cli.runner.worker import WorkerConfig, run_worker
 
 
+def drain(box: queue.Queue, timeout: float) -> list[tuple]:
+    """Every message in `box`, waiting up to `timeout` seconds for the first one."""
+    try:
+        messages = [box.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            messages.append(box.get_nowait())
+        except queue.Empty:
+            return messages
+
+
 class WorkerHandle(ABC):
     worker_id: int
     pid: int | None = None
@@ -105,15 +118,7 @@ class ThreadPool(Pool):
         return _ThreadWorker(config, self.outbox)
 
     def get(self, timeout: float) -> list[tuple]:
-        try:
-            messages = [self.outbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                messages.append(self.outbox.get_nowait())
-            except queue.Empty:
-                return messages
+        return drain(self.outbox, timeout)
 
 
 # -- spawned processes --------------------------------------------------------------------------

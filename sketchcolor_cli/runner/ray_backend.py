@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from sketchcolor_cli.runner.pool import Pool, WorkerHandle
+from sketchcolor_cli.runner.pool import Pool, WorkerHandle, drain
 from sketchcolor_cli.runner.worker import WorkerConfig, run_worker
 
 _DRAIN_WAIT_S = 0.2
@@ -48,15 +48,7 @@ class _WorkerActor:
                 self.next_number += 1
 
     def drain(self, wait_s: float) -> list[tuple]:
-        try:
-            messages = [self.outbox.get(timeout=wait_s)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                messages.append(self.outbox.get_nowait())
-            except queue.Empty:
-                return messages
+        return drain(self.outbox, wait_s)
 
 
 def _connect(address: str | None) -> None:
