@@ -5,7 +5,8 @@ in a blink, a cuff that passes in front of the body). For those regions this mod
 the region they were in another drawing (the previous frame, or a key frame further away) by
 what an in-betweener would look at:
 
-- shape: the two regions overlaid at their centres (intersection over union, so the size counts);
+- shape: the two regions overlaid at their centres (intersection over union, so the size counts),
+  also with their major axes turned parallel (a limb that swung);
 - place: where the region should have come from, predicted from how its confidently matched
   neighbours moved (local motion), so a region is not matched to a look-alike across the body;
 - context: the colours around it (a hand touches a cuff and the background, a cuff a sleeve and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .segment import Segmentation
@@ -37,6 +39,10 @@ PLACE_IMAGE_SHARE = 0.03
 CONTEXT_WEIGHT = 0.3
 # Weight of a touching anchor in the local motion, relative to the nearest other anchor.
 TOUCHING_WEIGHT = 4.0
+# Shapes are also compared turned parallel when both are at least this elongated and their axes
+# differ by at least this many degrees.
+TURN_MIN_ELONGATION = 0.3
+TURN_MIN_DEGREES = 5.0
 # A score this high (shape x place x context) is a full match.
 SCORE_FULL = 0.7
 ROUNDS = 3
@@ -66,6 +72,38 @@ def _aligned_iou(seg: Segmentation, region: int, other: Segmentation, candidate:
     theirs = other.labels[y1 + top - dy : y1 + bottom - dy, x1 + left - dx : x1 + right - dx] == candidate
     overlap = float(np.count_nonzero(mine & theirs))
     return overlap / max(float(seg.area[region] + other.area[candidate]) - overlap, 1.0)
+
+
+def _orientation(seg: Segmentation, region: int) -> tuple[float, float]:
+    """(major axis angle in radians, elongation 0 = round .. 1 = a line) from the region's moments."""
+    var_x, var_y, cov_xy = seg.covariance[region]
+    half_trace, radius = (var_x + var_y) / 2, np.hypot((var_x - var_y) / 2, cov_xy)
+    minor = max(half_trace - radius, 0.0)
+    return 0.5 * float(np.arctan2(2 * cov_xy, var_x - var_y)), 1.0 - float(np.sqrt(minor / max(half_trace + radius, 1e-12)))
+
+
+def _turned_iou(seg: Segmentation, region: int, other: Segmentation, candidate: int) -> float:
+    """Intersection over union of two regions overlaid at their centroids with their major axes
+    turned parallel (a limb that swung between the drawings); 0 when either is round or they are
+    already parallel (the plain overlay covers that)."""
+    angle_mine, long_mine = _orientation(seg, region)
+    angle_theirs, long_theirs = _orientation(other, candidate)
+    turn = (angle_mine - angle_theirs + np.pi / 2) % np.pi - np.pi / 2
+    if min(long_mine, long_theirs) < TURN_MIN_ELONGATION or abs(turn) < np.radians(TURN_MIN_DEGREES):
+        return 0.0
+    x0, y0, w0, h0 = seg.bbox[region]
+    x1, y1, w1, h1 = other.bbox[candidate]
+    mine = (seg.labels[y0 : y0 + h0, x0 : x0 + w0] == region).view(np.uint8)
+    theirs = (other.labels[y1 : y1 + h1, x1 : x1 + w1] == candidate).view(np.uint8)
+    centre_theirs = (float(other.centroid[candidate, 0] - x1), float(other.centroid[candidate, 1] - y1))
+    best = 0.0
+    for degrees in (-np.degrees(turn), -np.degrees(turn) + 180.0):  # axes have no direction
+        matrix = cv2.getRotationMatrix2D(centre_theirs, degrees, 1.0)
+        matrix[:, 2] += (seg.centroid[region, 0] - x0 - centre_theirs[0], seg.centroid[region, 1] - y0 - centre_theirs[1])
+        turned = cv2.warpAffine(theirs, matrix, (int(w0), int(h0)), flags=cv2.INTER_NEAREST)
+        overlap = float(np.count_nonzero(mine & turned))
+        best = max(best, overlap / max(float(seg.area[region] + other.area[candidate]) - overlap, 1.0))
+    return best
 
 
 def _neighbours(seg: Segmentation, region: int) -> np.ndarray:
@@ -159,7 +197,7 @@ def match_by_structure(
             for candidate, placed in zip(candidates.tolist(), place_score.tolist()):
                 if placed < 1e-3:
                     continue
-                shape = _aligned_iou(seg, region, other, candidate)
+                shape = max(_aligned_iou(seg, region, other, candidate), _turned_iou(seg, region, other, candidate))
                 if around:
                     context = len(around.intersection(_neighbours(other, candidate).tolist())) / len(around)
                 else:
