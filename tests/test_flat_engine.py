@@ -656,3 +656,24 @@ def test_a_swung_limb_matches_its_shape_turned_parallel() -> None:
     disc = np.zeros((160, 160), np.int32)
     cv2.circle(disc, (80, 80), 30, 1, -1)
     assert _turned_iou(regions_from_labels(disc, 1), 1, upright, 1) == 0.0
+
+
+def test_a_characters_regions_only_take_its_own_palette() -> None:
+    from sketchcolor_cli.engines.flat.match import CharacterPalettes
+
+    ann = {"skin": colour16(SKIN)[:3], "shirt": colour16(SHIRT)[:3]}
+    bob = {"skin": colour16(LEFT)[:3], "shirt": colour16(RIGHT)[:3]}
+    sheets = (
+        Reference("ann", rgba(blank()), palette=ann, source="ann"),
+        Reference("bob", rgba(blank()), palette=bob, source="bob"),
+        Reference("", rgba(blank()), frame=3, source="key 3"),  # key frames name no character
+    )
+    owner = np.array([-1, 0, 1, -1])  # region 1 is ann's, 2 bob's, 3 nobody's
+    palettes = CharacterPalettes.of(["ann", "bob"], owner, sheets)
+    palette = np.array([[0, 0, 0, 0], [*colour16(SKIN)[:3], FULL], [*colour16(RIGHT)[:3], FULL], [1, 2, 3, FULL]],
+                       dtype=np.uint16)  # fmt: skip
+    allowed = palettes.allowed(palette)
+    assert allowed[1].tolist() == [True, True, False, False]  # ann: clear or her skin
+    assert allowed[2].tolist() == [True, False, True, False]  # bob: clear or his shirt
+    assert allowed[3].tolist() == [True, True, True, False]  # nobody's: any named colour
+    assert CharacterPalettes.of(["ann"], owner, (Reference("ann", rgba(blank())),)) is None  # no palettes

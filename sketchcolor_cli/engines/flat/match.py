@@ -409,6 +409,7 @@ def colours_from_previous(
     settings: MatchSettings,
     frame: int,
     cache: ImageCache,
+    palettes: "CharacterPalettes | None" = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
     """(colour, confidence) per region carried from the previous frame, the global shift, and
     how the motion was followed ("flow", "shift" or "none").
@@ -429,7 +430,7 @@ def colours_from_previous(
             now, then = _centroid(masks[name]), _centroid(previous.masks[name])
             if now is not None and then is not None:
                 character_shifts.append((owner == character, tuple(np.round(now - then).astype(int).tolist())))
-    return carry_from(seg, analysis, foreground, character_shifts, settings)
+    return carry_from(seg, analysis, foreground, character_shifts, settings, palettes=palettes)
 
 
 def carry_from(
@@ -441,6 +442,7 @@ def carry_from(
     lines_of_interest: np.ndarray | None = None,
     extent: int | None = None,
     wanted: np.ndarray | None = None,
+    palettes: "CharacterPalettes | None" = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
     """(colour, confidence) per region of `seg` from a coloured drawing in the same frame space
     (the previous frame, a key frame, an aligned model sheet), the global shift, and how the motion
@@ -450,7 +452,8 @@ def carry_from(
     offer); `character_shifts`: (regions, shift) of characters whose masks moved by that shift;
     `lines_of_interest`: where this frame's lines count for the motion (default: everywhere);
     `extent`: the whole frame's long side when `seg` is a cut-out of it; `wanted`: the regions
-    the caller needs (the others' answers are not refined).
+    the caller needs (the others' answers are not refined); `palettes`: a character's regions
+    only take that character's colours.
     """
     extent = extent or max(seg.shape)
     size, n_colours, n_previous = seg.n_regions + 1, len(analysis.palette), analysis.seg.n_regions
@@ -510,6 +513,11 @@ def carry_from(
 
     transparent = 0 if n_colours and analysis.palette[0, 3] == 0 else None  # key 0 sorts first
     region, before, overlap = overlap_pairs(seg.labels, np.maximum(seen, 0), size, n_previous)
+    colour_ok = palettes.allowed(analysis.palette) if palettes is not None and n_colours else None
+    if colour_ok is not None:
+        # A region never takes another character's colour, however the drawings overlap.
+        keep = colour_ok[region, analysis.colour_of[before]]
+        region, before, overlap = region[keep], before[keep], overlap[keep]
     best_colour, best_conf, best_before = decide_by_overlap(
         region, before, overlap.astype(np.float64), seg.area.astype(np.float64),
         analysis.seg.area.astype(np.float64), analysis.colour_of, foreground, transparent,
@@ -523,13 +531,49 @@ def carry_from(
         open_[0] = False
         if open_.any():
             best_colour, best_conf = match_by_structure(
-                seg, Counterpart(analysis.seg, analysis.colour_of, extent), best_colour, best_conf, best_before, open_
+                seg, Counterpart(analysis.seg, analysis.colour_of, extent), best_colour, best_conf, best_before, open_,
+                colour_ok=colour_ok,
             )
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
     motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
     return colors, best_conf, global_shift, motion
+
+
+@dataclass
+class CharacterPalettes:
+    """Which colours each region may take: a character's regions only its named palette colours
+    (or transparent), so that two characters crossing never swap colours."""
+
+    owner: np.ndarray  # (n + 1,) owner index per region (-1: no character's mask)
+    named: dict[int, set[tuple[int, int, int]]]  # owner index -> its palette (uint16 RGB)
+
+    @classmethod
+    def of(cls, names: list[str], owner: np.ndarray, references: tuple[Reference, ...]) -> "CharacterPalettes | None":
+        """From the references' palettes; None when there is nothing to restrict. A character
+        without a palette (or regions of no character, when some reference lacks one) is free."""
+        sheets = [r for r in references if r.frame is None and r.character]
+        named: dict[int, set[tuple[int, int, int]]] = {}
+        for index, name in enumerate(names):
+            own = [r for r in sheets if r.character == name]
+            if own and all(r.palette for r in own):
+                named[index] = {tuple(c) for r in own for c in r.palette.values()}  # type: ignore[union-attr]
+        if sheets and all(r.palette for r in sheets):
+            named[-1] = {tuple(c) for r in sheets for c in r.palette.values()}  # type: ignore[union-attr]
+        return cls(owner, named) if named else None
+
+    def allowed(self, palette: np.ndarray) -> np.ndarray:
+        """(n + 1, k) bool: may region i take colour `palette[j]`."""
+        rows = np.ones((len(self.named) + 1, len(palette)), dtype=bool)  # last row: free regions
+        row_of = {index: row for row, index in enumerate(self.named)}
+        clear = palette[:, 3] == 0
+        for index, row in row_of.items():
+            rows[row] = clear | np.array(
+                [p[3] == FULL and (int(p[0]), int(p[1]), int(p[2])) in self.named[index] for p in palette], dtype=bool
+            )
+        owner_row = np.array([row_of.get(int(o), len(self.named)) for o in self.owner])
+        return rows[owner_row]
 
 
 @dataclass
@@ -617,7 +661,7 @@ def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetD
 
 def colours_from_drawing(
     seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, settings: MatchSettings, *, align: bool,
-    wanted: np.ndarray | None = None,
+    wanted: np.ndarray | None = None, palettes: "CharacterPalettes | None" = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(colour, confidence) per region of `seg` (only `group`'s are set), carried from a coloured
     drawing like from a previous frame. With `align` the drawing (a model sheet) is first scaled
@@ -658,7 +702,8 @@ def colours_from_drawing(
         needed = np.zeros(size, dtype=bool)
         needed[wanted] = True
     found, sure, _, _ = carry_from(
-        seg, laid, foreground, [], settings, lines_of_interest=interest, extent=extent, wanted=needed
+        seg, laid, foreground, [], settings, lines_of_interest=interest, extent=extent, wanted=needed,
+        palettes=palettes,
     )
     colors[group] = found[group]
     confidence[group] = sure[group]
@@ -759,6 +804,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
                 f"the line art is {seg.shape}; a key frame must match its line art pixel for pixel"
             )
     names, owner, background = region_owners(seg, item.masks, item.frame)
+    palettes = CharacterPalettes.of(names, owner, item.references)
     key = next((r for r in item.references if r.frame == item.frame), None)
     if key is not None:
         colors, _ = colours_from_image(seg, *image_index(key.image))
@@ -784,7 +830,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     shift, motion = None, None
     if item.previous is not None:
         colors, confidence, shift, motion = colours_from_previous(
-            seg, item.masks, (names, owner), item.previous, settings, item.frame, cache
+            seg, item.masks, (names, owner), item.previous, settings, item.frame, cache, palettes
         )
         source[:] = SOURCE_PREVIOUS
     open_ = confidence < settings.previous_min_confidence
@@ -825,7 +871,8 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
                 # A key frame of the cut is drawn in the frame's own space; a sheet is laid over
                 # the character first.
                 colours, sure = colours_from_drawing(
-                    seg, group, drawing, settings, align=reference.frame is None, wanted=targets
+                    seg, group, drawing, settings, align=reference.frame is None, wanted=targets,
+                    palettes=palettes,
                 )
                 better = sure[targets] > found_conf
                 found_colors[better] = colours[targets][better]

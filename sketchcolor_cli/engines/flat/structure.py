@@ -151,12 +151,14 @@ def match_by_structure(
     confidence: np.ndarray,
     matched: np.ndarray,
     open_: np.ndarray,
+    colour_ok: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(colour, confidence) per region of `seg`, improved for the `open_` regions.
 
     `colour_of` / `confidence` are the current answer (palette indices, -1 none), `matched` the
     counterpart region each region was matched to (0 none). Open regions take the structural
-    answer where it is more confident than their current one.
+    answer where it is more confident than their current one. `colour_ok` ((n + 1) x colours):
+    the colours each region may take.
     """
     colour_of = colour_of.copy()
     confidence = confidence.copy()
@@ -204,6 +206,8 @@ def match_by_structure(
                     context = 1.0
                 score = shape * placed * (1 - CONTEXT_WEIGHT + CONTEXT_WEIGHT * context)
                 colour = int(counterpart.colour_of[candidate])
+                if colour_ok is not None and not colour_ok[region, colour]:
+                    continue
                 if score > 0:
                     rows.append((score, region, candidate, colour))
         decided = _decide(rows, confidence, taken={int(m) for m in matched[anchors]})
