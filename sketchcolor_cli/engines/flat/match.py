@@ -532,13 +532,25 @@ def carry_from(
         if open_.any():
             best_colour, best_conf = match_by_structure(
                 seg, Counterpart(analysis.seg, analysis.colour_of, extent), best_colour, best_conf, best_before, open_,
-                colour_ok=colour_ok,
+                colour_ok=_opaque_for(foreground, colour_ok, transparent, size, n_colours),
             )
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
     motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
     return colors, best_conf, global_shift, motion
+
+
+def _opaque_for(
+    foreground: np.ndarray, colour_ok: np.ndarray | None, transparent: int | None, size: int, n_colours: int
+) -> np.ndarray | None:
+    """`colour_ok` with the transparent colour taken away from drawn regions: a part that the motion
+    lost is looked for among the drawing's painted regions, not its holes."""
+    if transparent is None:
+        return colour_ok
+    ok = np.ones((size, n_colours), dtype=bool) if colour_ok is None else colour_ok.copy()
+    ok[foreground, transparent] = False
+    return ok
 
 
 @dataclass
