@@ -33,17 +33,17 @@ import cv2
 import numpy as np
 
 from ..base import PreviousResult, Reference, WorkItem
-from .structure import Counterpart, match_by_structure
 from .segment import (
     FULL,
     Segmentation,
     index_colours,
-    segment_colour_regions,
     keys_to_colours,
     regions_from_labels,
+    segment_colour_regions,
     segment_line_art,
     vote_colours,
 )
+from .structure import Counterpart, match_by_structure
 
 SOURCE_NONE, SOURCE_KEY, SOURCE_PREVIOUS, SOURCE_REFERENCE, SOURCE_BACKGROUND = range(5)
 SOURCE_NAMES = ("none", "key", "previous", "reference", "background")
@@ -435,7 +435,7 @@ def colours_from_previous(
 
 def carry_from(
     seg: Segmentation,
-    analysis: "PreviousAnalysis",
+    analysis: "ColouredDrawing",
     foreground: np.ndarray,
     character_shifts: list[tuple[np.ndarray, tuple[int, int]]],
     settings: MatchSettings,
@@ -513,16 +513,21 @@ def carry_from(
 
     transparent = 0 if n_colours and analysis.palette[0, 3] == 0 else None  # key 0 sorts first
     region, before, overlap = overlap_pairs(seg.labels, np.maximum(seen, 0), size, n_previous)
+    # A sheet's paper has no colour to give, but overlapping it still makes a region less sure:
+    # it votes as one more colour ("unknown", index n_colours) that is never painted.
+    colour_of = np.where(analysis.colour_of >= 0, analysis.colour_of, n_colours)
     colour_ok = palettes.allowed(analysis.palette) if palettes is not None and n_colours else None
     if colour_ok is not None:
         # A region never takes another character's colour, however the drawings overlap.
-        keep = colour_ok[region, analysis.colour_of[before]]
+        keep = np.concatenate([colour_ok, np.ones((size, 1), dtype=bool)], axis=1)[region, colour_of[before]]
         region, before, overlap = region[keep], before[keep], overlap[keep]
     best_colour, best_conf, best_before = decide_by_overlap(
         region, before, overlap.astype(np.float64), seg.area.astype(np.float64),
-        analysis.seg.area.astype(np.float64), analysis.colour_of, foreground, transparent,
+        analysis.seg.area.astype(np.float64), colour_of, foreground, transparent,
     )
-    best_conf = np.clip(best_conf, 0.0, 1.0)
+    unknown = best_colour == n_colours
+    best_colour[unknown], best_before[unknown] = 0, 0
+    best_conf = np.where(unknown, 0.0, np.clip(best_conf, 0.0, 1.0))
     if n_colours:
         # Drawn regions the motion lost are looked for by shape, place and context instead.
         open_ = foreground & (best_conf < settings.previous_min_confidence)
@@ -589,23 +594,24 @@ class CharacterPalettes:
 
 
 @dataclass
-class PreviousAnalysis:
-    """The previous frame as matching needs it: its regions and the colour of each."""
+class ColouredDrawing:
+    """A coloured drawing as carrying needs it (the previous frame, a key frame, a sheet laid over
+    the frame): its regions and the colour of each."""
 
     seg: Segmentation  # regions of its line art
     palette: np.ndarray  # (k, 4) uint16, sorted by colour key (transparent first)
     colour_of: np.ndarray  # (p + 1,) index into palette of each region's colour
 
 
-def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache: ImageCache) -> PreviousAnalysis:
+def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache: ImageCache) -> ColouredDrawing:
     """From what the engine remembered of the frame it just painted, or from the arrays."""
     known = cache.recall(PREVIOUS_ANALYSIS, (previous.line_art, previous.fill))
-    if isinstance(known, PreviousAnalysis):
+    if isinstance(known, ColouredDrawing):
         return known
     seg = settings.segment(previous.line_art, f"previous frame {previous.frame} line art")
     index, palette = index_colours(previous.fill)
     colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
-    return PreviousAnalysis(seg, palette, colour_of)
+    return ColouredDrawing(seg, palette, colour_of)
 
 
 def remember_frame(
@@ -613,7 +619,7 @@ def remember_frame(
     colour_of: np.ndarray,
 ) -> None:
     """Keep this frame's analysis for the next frame, which gets these arrays as its previous."""
-    cache.remember(PREVIOUS_ANALYSIS, (line_art, fill), PreviousAnalysis(seg, palette, colour_of))
+    cache.remember(PREVIOUS_ANALYSIS, (line_art, fill), ColouredDrawing(seg, palette, colour_of))
 
 
 # ---- source 4: references -----------------------------------------------------------------------
@@ -703,7 +709,7 @@ def colours_from_drawing(
         laid_labels = cv2.warpAffine(source, transform, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST, borderValue=0)
     else:
         laid_labels = drawing.seg.labels[window]
-    laid = PreviousAnalysis(regions_from_labels(laid_labels, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
+    laid = ColouredDrawing(regions_from_labels(laid_labels, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
     seg = regions_from_labels(seg.labels[window], seg.n_regions)
     foreground = np.zeros(size, dtype=bool)
     foreground[group] = True
