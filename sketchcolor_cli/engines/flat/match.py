@@ -626,12 +626,12 @@ def remember_frame(
 
 
 @dataclass
-class SheetDrawing:
-    """A model sheet (or any coloured drawing of a character) ready to be laid over a frame."""
+class ReferenceDrawing:
+    """A reference (a model sheet, a key frame) ready to be carried onto a frame: its coloured
+    regions (colour -1 for paper) and where its drawn regions sit, for laying a sheet over a
+    character."""
 
-    seg: Segmentation
-    palette: np.ndarray  # (k, 4) uint16 exact colours (snapped to the named palette)
-    colour_of: np.ndarray  # (m + 1,) palette index per region, -1 for paper and lines
+    coloured: "ColouredDrawing"
     barycentre: np.ndarray  # (2,) of the drawn regions
     spread: float  # their size (geometric mean of the x and y standard deviations)
     source: str
@@ -647,7 +647,7 @@ def _pooled_frame(seg: Segmentation, regions: np.ndarray) -> tuple[np.ndarray, f
     return barycentre, float(np.sqrt(np.sqrt(max(variance[0], 1e-6) * max(variance[1], 1e-6))))
 
 
-def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetDrawing | None:
+def build_reference_drawing(reference: Reference, settings: MatchSettings) -> ReferenceDrawing | None:
     """Regions of a reference with their exact colours (None if it has no drawn regions)."""
     what = f"reference {reference.source or reference.character or '(unnamed)'}"
     if reference.line is not None:
@@ -674,11 +674,11 @@ def build_sheet_drawing(reference: Reference, settings: MatchSettings) -> SheetD
     colour_index = np.full(seg.n_regions + 1, -1, dtype=np.int64)
     colour_index[regions] = colour_of.ravel()
     barycentre, spread = _pooled_frame(seg, regions)
-    return SheetDrawing(seg, keys_to_colours(keys), colour_index, barycentre, spread, what)
+    return ReferenceDrawing(ColouredDrawing(seg, keys_to_colours(keys), colour_index), barycentre, spread, what)
 
 
 def colours_from_drawing(
-    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, settings: MatchSettings, *, align: bool,
+    seg: Segmentation, group: np.ndarray, drawing: ReferenceDrawing, settings: MatchSettings, *, align: bool,
     wanted: np.ndarray | None = None, palettes: "CharacterPalettes | None" = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(colour, confidence) per region of `seg` (only `group`'s are set), carried from a coloured
@@ -688,8 +688,9 @@ def colours_from_drawing(
     size = seg.n_regions + 1
     colors = np.zeros((size, 4), dtype=np.uint16)
     confidence = np.zeros(size)
-    if drawing.seg.shape != seg.shape and not align:
-        raise ValueError(f"{drawing.source} is {drawing.seg.shape}, the frame {seg.shape}; a key frame must match")
+    coloured = drawing.coloured
+    if coloured.seg.shape != seg.shape and not align:
+        raise ValueError(f"{drawing.source} is {coloured.seg.shape}, the frame {seg.shape}; a key frame must match")
     extent = max(seg.shape)
     if align:
         barycentre, spread = _pooled_frame(seg, group)
@@ -704,12 +705,12 @@ def colours_from_drawing(
     if align:
         shift = offset - (x0, y0)
         transform = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
-        labels = drawing.seg.labels
-        source = labels.astype(np.uint16) if drawing.seg.n_regions < FULL else labels.astype(np.float32)
+        labels = coloured.seg.labels
+        source = labels.astype(np.uint16) if coloured.seg.n_regions < FULL else labels.astype(np.float32)
         laid_labels = cv2.warpAffine(source, transform, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST, borderValue=0)
     else:
-        laid_labels = drawing.seg.labels[window]
-    laid = ColouredDrawing(regions_from_labels(laid_labels, drawing.seg.n_regions), drawing.palette, drawing.colour_of)
+        laid_labels = coloured.seg.labels[window]
+    laid = ColouredDrawing(regions_from_labels(laid_labels, coloured.seg.n_regions), coloured.palette, coloured.colour_of)
     seg = regions_from_labels(seg.labels[window], seg.n_regions)
     foreground = np.zeros(size, dtype=bool)
     foreground[group] = True
@@ -736,13 +737,13 @@ BOX_MARGIN_SHARE = 0.1
 
 
 def _box_around(
-    seg: Segmentation, group: np.ndarray, drawing: SheetDrawing, scale: float, offset: np.ndarray
+    seg: Segmentation, group: np.ndarray, drawing: ReferenceDrawing, scale: float, offset: np.ndarray
 ) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1): the group's regions and the drawing's drawn regions once laid over the
     frame (x * scale + offset), plus a margin."""
     height, width = seg.shape
     mine = seg.bbox[group[seg.area[group] > 0]]
-    drawn = drawing.seg.bbox[drawing.colour_of >= 0].astype(np.float64)
+    drawn = drawing.coloured.seg.bbox[drawing.coloured.colour_of >= 0].astype(np.float64)
     corners = np.concatenate([drawn[:, :2], drawn[:, :2] + drawn[:, 2:]])
     laid = corners * scale + offset
     low = np.minimum(mine[:, :2].min(axis=0, initial=10**9), laid.min(axis=0, initial=10**9))
@@ -806,10 +807,10 @@ def _background_colours(
 def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, cache: ImageCache) -> Assignment:
     """One colour per region of `seg` for `item` (see the module docstring for the order)."""
 
-    def sheet_drawing(reference: Reference) -> SheetDrawing | None:
+    def reference_drawing(reference: Reference) -> ReferenceDrawing | None:
         images = (reference.image,) if reference.line is None else (reference.image, reference.line)
-        tag = f"sheet:{sorted((reference.palette or {}).items())!r}:{settings!r}"
-        return cache.get(tag, images, lambda: build_sheet_drawing(reference, settings))  # type: ignore[return-value]
+        tag = f"reference:{sorted((reference.palette or {}).items())!r}:{settings!r}"
+        return cache.get(tag, images, lambda: build_reference_drawing(reference, settings))  # type: ignore[return-value]
 
     def image_index(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return cache.get("index", (image,), lambda: index_colours(image))  # type: ignore[return-value]
@@ -883,7 +884,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
             found_colors = np.zeros((len(targets), 4), dtype=np.uint16)
             found_conf = np.full(len(targets), -1.0)
             for reference in _references_for(name, others):
-                drawing = sheet_drawing(reference)
+                drawing = reference_drawing(reference)
                 if drawing is None:
                     continue
                 # A key frame of the cut is drawn in the frame's own space; a sheet is laid over
@@ -928,8 +929,8 @@ __all__ = [
     "Assignment",
     "ImageCache",
     "MatchSettings",
-    "SheetDrawing",
-    "build_sheet_drawing",
+    "ReferenceDrawing",
+    "build_reference_drawing",
     "carry_from",
     "colours_from_drawing",
     "colours_from_previous",
