@@ -528,6 +528,9 @@ def carry_from(
     unknown = best_colour == n_colours
     best_colour[unknown], best_before[unknown] = 0, 0
     best_conf = np.where(unknown, 0.0, np.clip(best_conf, 0.0, 1.0))
+    # Two similar parts side by side that the motion swapped are less sure: the structure pass
+    # below looks at them again.
+    best_conf *= _neighbour_consistency(seg, analysis.seg, best_before, best_conf, foreground)
     if n_colours:
         # Drawn regions the motion lost are looked for by shape, place and context instead.
         open_ = foreground & (best_conf < settings.previous_min_confidence)
@@ -544,6 +547,34 @@ def carry_from(
     best_conf[0] = 0.0
     motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
     return colors, best_conf, global_shift, motion
+
+
+# A carried region none of whose sure neighbours came from next to its own match keeps this share
+# of its confidence; one whose neighbours all did keeps all of it.
+CONSISTENCY_FLOOR = 0.3
+IOU_SURE = 0.7  # a neighbour this confident counts as a witness
+
+
+def _neighbour_consistency(
+    seg: Segmentation, other: Segmentation, matched: np.ndarray, confidence: np.ndarray, foreground: np.ndarray
+) -> np.ndarray:
+    """(n + 1,) factor in [CONSISTENCY_FLOOR, 1] per region: how many of its sure neighbours were
+    matched to neighbours of (or the same region as) its own match. Two similar parts side by side
+    (a cuff and a hand) that the motion swapped each sit next to the wrong neighbours."""
+    factor = np.ones(len(matched))
+    neighbours, offsets = seg.adjacency
+    their_neighbours, their_offsets = other.adjacency
+    sure = confidence >= IOU_SURE
+    for region in np.flatnonzero(foreground & (matched > 0)).tolist():
+        around = neighbours[offsets[region] : offsets[region + 1]]
+        around = around[sure[around] & (matched[around] > 0)]
+        if around.size < 2:
+            continue
+        mine = matched[region]
+        near = set(their_neighbours[their_offsets[mine] : their_offsets[mine + 1]].tolist()) | {int(mine)}
+        agree = sum(int(matched[n]) in near for n in around.tolist()) / around.size
+        factor[region] = CONSISTENCY_FLOOR + (1 - CONSISTENCY_FLOOR) * agree
+    return factor
 
 
 def _opaque_for(
