@@ -677,3 +677,20 @@ def test_a_characters_regions_only_take_its_own_palette() -> None:
     assert allowed[2].tolist() == [True, False, True, False]  # bob: clear or his shirt
     assert allowed[3].tolist() == [True, True, True, False]  # nobody's: any named colour
     assert CharacterPalettes.of(["ann"], owner, (Reference("ann", rgba(blank())),)) is None  # no palettes
+
+
+def test_swapped_look_alikes_lose_confidence_by_their_neighbours() -> None:
+    from sketchcolor_cli.engines.flat.match import _neighbour_consistency
+    from sketchcolor_cli.engines.flat.segment import regions_from_labels
+
+    # Four parts in a row (sleeve 1, cuff 2, hand 3, glove 4), a line column between each pair.
+    labels = np.zeros((20, 83), np.int32)
+    for index in range(4):
+        labels[:, index * 21 : index * 21 + 20] = index + 1
+    seg = regions_from_labels(labels, 4)
+    sure = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
+    foreground = np.array([False, True, True, True, True])
+    right = _neighbour_consistency(seg, seg, np.array([0, 1, 2, 3, 4]), sure, foreground)
+    swapped = _neighbour_consistency(seg, seg, np.array([0, 1, 3, 2, 4]), sure, foreground)  # cuff <-> hand
+    assert right[1:].tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert swapped[2] < 1.0 and swapped[3] < 1.0  # each sits next to the other's neighbours
