@@ -3,7 +3,7 @@ tests and quick checks. Not a model anyone colours with."""
 
 from __future__ import annotations
 
-from .configs import SwitchConfig
+from .configs import SwitchConfig, sd21_vae_config
 
 TINY_CONTEXT = 32
 
@@ -26,18 +26,8 @@ def tiny_switch_config(family: str = "switch") -> SwitchConfig:
             "freq_shift": 0,
             "norm_num_groups": 32,
         },
-        vae={
-            "in_channels": 3,
-            "out_channels": 3,
-            "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4,
-            "block_out_channels": [32, 32, 32, 32],
-            "layers_per_block": 1,
-            "latent_channels": 4,
-            "norm_num_groups": 32,
-            "sample_size": 64,
-            "scaling_factor": 0.18215,
-        },
+        # The SD2.1 VAE with fewer channels and one layer per block.
+        vae={**sd21_vae_config(), "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 64},
         sketch_encoder={"in_channels": 3, "model_channels": 32, "channel_mult": [1, 2]},
         threshold_embedder={"embed_dim": 16, "out_dim": TINY_CONTEXT},
         cluster_transformer={"dim": TINY_CONTEXT, "token_length": 16, "num_layers": 2, "head_dim": 16, "mlp_ratio": 2},
