@@ -117,6 +117,28 @@ def test_resume_after_partial_run_is_byte_identical(small_cut, tmp_path):
     assert output_bytes(full) == output_bytes(split)
 
 
+def test_rerun_removes_temp_files_a_killed_run_left(small_cut, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("run", small_cut, "--out", out, "-q", "--frames", "1-2").exit_code == 0
+    done = sorted((out / "color").glob("*.png"))[0]
+    third = done.with_name(done.name.replace("0001", "0003"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = third.with_name(f".{third.name}.tmp-{dead.pid}-0a1b2c3d.png")
+        writing = third.with_name(f".{third.name}.tmp-{alive.pid}-0a1b2c3d.png")
+        other = third.with_name(f".unrelated.png.tmp-{dead.pid}-0a1b2c3d.png")
+        for path in (stale, writing, other):
+            path.write_bytes(b"")
+        assert run_cli("run", small_cut, "--out", out, "-q").exit_code == 0
+        assert not stale.exists()  # its writer is gone
+        assert writing.exists() and other.exists()  # a live writer's, and not one of this cut's outputs
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_frame_whose_dependency_is_missing_pulls_it_in(small_cut, tmp_path):
     out = tmp_path / "out"
     plan = json.loads(run_cli("run", small_cut, "--out", out, "--frames", "4", "--dry-run", "--json").stdout)

@@ -31,7 +31,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import OpenImageIO as oiio
@@ -450,6 +450,49 @@ def _atomic_write(path: Path, write: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temps(paths: Iterable[Path]) -> int:
+    """Remove the temp files a killed writer left beside these outputs (`.name.tmp-PID-...`, PID no
+    longer running on this machine); a live writer's temps are left alone. One listing per folder.
+    Returns how many went."""
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = [entry.name for entry in os.scandir(folder)]
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not entry.startswith(".") or ".tmp-" not in entry:
+                continue
+            target, _, rest = entry[1:].rpartition(".tmp-")
+            pid = rest.split("-", 1)[0].split(".", 1)[0]
+            if target in names and pid.isdigit() and not _process_alive(int(pid)):
+                (folder / entry).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:  # Linux: a zombie (killed, not yet reaped) writes nothing more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _write_oiio(temp: Path, target: Path, spec: Any, pixels: np.ndarray) -> None:

@@ -182,6 +182,10 @@ class Scheduler:
             summary.frames_skipped.append(unit.frame)
             log.frame(FrameRecord(frame=unit.frame, status="skipped", notes=["outputs exist; --overwrite redoes them"]))
         todo = plan.todo
+        from sketchcolor_cli.frames.images import remove_stale_temps
+
+        # a killed earlier run may have left half-written temp files beside these outputs
+        remove_stale_temps(path for unit in plan.units for path in unit.output_files)
         state.frames = {u.frame: _Frame(cut=state, unit=u) for u in todo}
         state.remaining = len(todo)
         if todo:
