@@ -694,3 +694,15 @@ def test_swapped_look_alikes_lose_confidence_by_their_neighbours() -> None:
     swapped = _neighbour_consistency(seg, seg, np.array([0, 1, 3, 2, 4]), sure, foreground)  # cuff <-> hand
     assert right[1:].tolist() == [1.0, 1.0, 1.0, 1.0]
     assert swapped[2] < 1.0 and swapped[3] < 1.0  # each sits next to the other's neighbours
+
+
+def test_a_prepared_frame_comes_out_as_an_unprepared_one() -> None:
+    """Workers segment the line art ahead (`prepare`, in the reader thread): same layers."""
+    item = WorkItem(frame=2, line_art=rgba(figure(dx=3)), references=(sheet(),), seed=0)
+    plain = run(item)
+    engine = FlatEngine.load(settings())
+    prepared = engine.prepare(item)
+    assert prepared.prepared is not None and item.prepared is None
+    ahead = engine.colorize([prepared])[0]
+    for name in ("color", "fill", "line", "review"):
+        assert np.array_equal(getattr(plain, name), getattr(ahead, name)), name

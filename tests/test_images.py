@@ -466,3 +466,21 @@ def test_read_rgba16_of_layered_exr_takes_first_colour_layer(tmp_path: Path) -> 
     layers = _layers()
     write_exr_layers(tmp_path / "l.exr", {"line": layers["line"], "color": layers["color"]}, pixel_type="float")
     assert np.array_equal(read_rgba16(tmp_path / "l.exr"), layers["color"])
+
+
+@pytest.mark.parametrize(
+    ("name", "bit_depth", "layers"),
+    [("f.png", 8, False), ("f.png", 16, False), ("f.tif", 8, False), ("f.exr", "half", True), ("f.exr", "float", True)],
+)
+def test_fill_carried_in_memory_is_what_its_file_reads_back(tmp_path: Path, name: str, bit_depth, layers: bool) -> None:
+    """A chain's next frame takes the previous fill from memory: it must equal the file's pixels."""
+    from sketchcolor_cli.engines.base import Layers
+    from sketchcolor_cli.outputs.writers import fill_as_read_back, read_fill_layer, write_frame_layers
+
+    rng = np.random.default_rng(4)
+    for fill in (rng.integers(0, 256, (9, 7, 4)).astype(np.uint16) * 257, rng.integers(0, 65536, (9, 7, 4), dtype=np.uint16)):
+        path = tmp_path / name
+        frame = Layers(color=fill, fill=fill, line=fill[:, :, 3], review=fill, stats={})
+        outputs = {"fill": path, "color": path} if layers else {"fill": path}
+        write_frame_layers(frame, outputs, bit_depth=bit_depth, compression=None, metadata={})
+        assert np.array_equal(fill_as_read_back(fill, path, bit_depth=bit_depth), read_fill_layer(path))

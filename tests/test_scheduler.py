@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -60,9 +61,9 @@ def records(out: Path, name: str = "frames.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / "logs" / name).read_text().splitlines()]
 
 
-def run_plans_in_process(cut: Path, out: Path, options: RunOptions, **settings):
+def run_plans_in_process(cut: Path, out: Path, options: RunOptions, frames: str | None = None, **settings):
     overrides = {"outputs.folder": str(out), **settings}
-    return run_cuts([plan_cut(RunRequest(cut, overrides=overrides))], Reporter(), options)[0]
+    return run_cuts([plan_cut(RunRequest(cut, frames=frames, overrides=overrides))], Reporter(), options)[0]
 
 
 def command(cut: Path, out: Path, *extra: str) -> list[str]:
@@ -125,6 +126,42 @@ def test_two_workers_run_chains_in_parallel_with_the_same_bytes(two_chain_cut, t
     summary = json.loads((tmp_path / "two" / "logs" / "summary.json").read_text())
     assert summary["engine_idle_share"] == two.engine_idle_share and len(summary["workers"]) == 2
     assert "engine idle" in (tmp_path / "two" / "logs" / "run.log").read_text()
+
+
+def test_chain_frames_carry_in_memory_with_the_bytes_of_frame_by_frame_runs(two_chain_cut, tmp_path):
+    whole, single = tmp_path / "whole", tmp_path / "single"
+    run_plans_in_process(two_chain_cut, whole, RunOptions(workers=1))
+    for frame in (1, 2, 3, 5, 4, 6, 7, 8):  # each its own run: the previous fill comes from its file
+        run_plans_in_process(two_chain_cut, single, RunOptions(workers=1), frames=str(frame))
+    assert output_bytes(whole) == output_bytes(single)
+    sources = {r["frame"]: r["inputs"]["previous_from"] for r in records(whole)}
+    assert sources[1] is None and sources[5] is None  # the keys carry from nothing
+    assert "memory" in sources.values()  # along a chain the next frame did not wait for the file
+    assert {r["inputs"]["previous_from"] for r in records(single) if r["inputs"]["previous"]} == {"file"}
+
+
+def test_a_frame_after_one_the_engine_failed_on_waits_for_its_retry(tmp_path):
+    cut = tmp_path / "chain"
+    make_cut(cut, frames=6, size=(64, 64), seed=3, key_frames=(1,))  # one chain: 1 -> 2 -> ... -> 6
+    marker = tmp_path / "attempted"
+    for frame in (1, 2, 4, 5, 6):  # only frame 3 fails its first attempt
+        Path(f"{marker}.{frame}").touch()
+    clean = run_plans_in_process(cut, tmp_path / "clean", RunOptions(workers=1), **{"engine.name": "fake_chain"})
+    failing = run_plans_in_process(
+        cut, tmp_path / "failing", RunOptions(workers=1),
+        # the engine's pace lets the scheduler send frame 4 on before frame 3 is coloured
+        **{"engine.name": "fake_chain", "engine.fake_chain.fail_once_marker": str(marker), "engine.fake_chain.sleep_s": 0.2},
+    )  # fmt: skip
+    assert sorted(clean.frames_done) == sorted(failing.frames_done) == list(range(1, 7))
+    assert not failing.frames_failed and failing.frames_retried == [3]
+    # frame 4 was sent on behind frame 3 and handed back when 3 failed, not coloured from the
+    # references: the result is the clean run's (pixels: the settings, so the metadata, differ)
+    from sketchcolor_cli.frames.images import read_rgba16
+
+    for path in sorted((tmp_path / "clean").glob("fill/*.png")):
+        assert np.array_equal(read_rgba16(path), read_rgba16(tmp_path / "failing" / "fill" / path.name)), path.name
+    logged = {r["frame"]: r for r in records(tmp_path / "failing")}
+    assert logged[4]["attempts"] == 1 and logged[4]["inputs"]["previous"] == 3 and not logged[4]["notes"]
 
 
 def test_independent_frames_spread_over_workers_in_batches(two_chain_cut, tmp_path):

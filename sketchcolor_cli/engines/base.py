@@ -62,6 +62,8 @@ class WorkItem:
     # Per-character engine setting overrides (manifest `characters[].engine.<engine>`) of the
     # characters in this frame, in manifest order; engines that use them document how.
     character_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the engine's `prepare` computed for this frame (engine-private; None when not prepared).
+    prepared: Any = None
 
 
 @dataclass
@@ -112,6 +114,13 @@ class Engine(ABC):
     @abstractmethod
     def colorize(self, batch: list[WorkItem]) -> list[Layers]:
         """Colour a batch of frames; one `Layers` per item, in order."""
+
+    def prepare(self, item: WorkItem) -> WorkItem:
+        """Work on one frame that needs no other frame's result (segmenting its line art, say).
+        Workers call it from their reader thread, so it overlaps the colouring of the frame
+        before; `colorize` must give the same result for an item that was not prepared. Returns
+        the item, with `prepared` set if there is something to hand on. Default: nothing."""
+        return item
 
     @classmethod
     def dependency_for(cls, settings: EngineSettings) -> Literal["none", "previous"]:

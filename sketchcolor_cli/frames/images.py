@@ -545,6 +545,13 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
 
     out = cv2.convertScaleAbs(pixels, alpha=1 / 257)
     return out.reshape(pixels.shape)  # OpenCV drops a trailing channel axis of 1
+
+
+def as_read_back_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 pixels as they read back after an 8-bit write (nearest 8-bit value, times 257)."""
+    return _to_8bit(pixels).astype(np.uint16) * np.uint16(257)
+
+
 _PNG_FILTER_NONE = 8  # libpng's PNG_FILTER_NONE flag
 
 

@@ -26,10 +26,13 @@ def _over_checker(rgba16: np.ndarray, cell: int = 8) -> np.ndarray:
 
 def _shrink(rgba16: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Straight-alpha uint16 RGBA scaled down to `size` (area average of premultiplied colour, so
-    transparent pixels do not darken the edges), still straight alpha."""
-    alpha = rgba16[:, :, 3:4].astype(np.float32)
-    premultiplied = np.concatenate([rgba16[:, :, :3].astype(np.float32) * (alpha / 65535.0), alpha], axis=2)
-    small = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+    transparent pixels do not darken the edges), still straight alpha. The full-size work stays in
+    uint16 OpenCV calls (a thumbnail does not need float precision there); floats only when small."""
+    rgba16 = np.ascontiguousarray(rgba16)
+    alpha = cv2.extractChannel(rgba16, 3)
+    if cv2.minMaxLoc(alpha)[0] < 65535:
+        rgba16 = cv2.multiply(rgba16, cv2.merge([alpha, alpha, alpha, np.full_like(alpha, 65535)]), scale=1.0 / 65535.0)
+    small = cv2.resize(rgba16, size, interpolation=cv2.INTER_AREA).astype(np.float32).reshape(size[1], size[0], 4)
     small_alpha = small[:, :, 3:4]
     rgb = np.where(small_alpha > 0, small[:, :, :3] * 65535.0 / np.maximum(small_alpha, 1e-6), 0.0)
     return np.round(np.clip(np.concatenate([rgb, small_alpha], axis=2), 0, 65535)).astype(np.uint16)

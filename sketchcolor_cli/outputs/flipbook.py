@@ -46,16 +46,21 @@ def _background(height: int, width: int, kind: Literal["checker", "grey"]) -> np
 
 
 def _composite(rgba16: np.ndarray, kind: Literal["checker", "grey"]) -> np.ndarray:
-    """Straight-alpha uint16 RGBA over the background, as H x W x 3 uint8 RGB."""
-    alpha = rgba16[:, :, 3:4].astype(np.float32) * np.float32(1 / 65535)
-    back = _background(rgba16.shape[0], rgba16.shape[1], kind)
-    # In 0..255 units, in place: colour x alpha + background x (1 - alpha), + 0.5 to round.
-    rgb = rgba16[:, :, :3].astype(np.float32)
-    rgb *= alpha * np.float32(255 / 65535)
-    rgb += (np.float32(1) - alpha) * (back * np.float32(255)).astype(np.float32)
-    rgb += np.float32(0.5)
-    np.clip(rgb, 0, 255, out=rgb)
-    return rgb.astype(np.uint8)
+    """Straight-alpha uint16 RGBA over the background, as H x W x 3 uint8 RGB. Full-size work is
+    done by OpenCV in 8 bits (a preview's precision); an opaque frame skips the blend."""
+    rgba16 = np.ascontiguousarray(rgba16)
+    rgb8 = cv2.convertScaleAbs(np.ascontiguousarray(rgba16[:, :, :3]), alpha=1 / 257)
+    alpha = cv2.extractChannel(rgba16, 3)
+    if cv2.minMaxLoc(alpha)[0] >= 65535:
+        return rgb8
+    weight = alpha.astype(np.float32) * np.float32(1 / 65535)
+    return cv2.blendLinear(rgb8, _background_rgb8(rgba16.shape[0], rgba16.shape[1], kind), weight, 1 - weight)
+
+
+@functools.lru_cache(maxsize=4)
+def _background_rgb8(height: int, width: int, kind: Literal["checker", "grey"]) -> np.ndarray:
+    back = np.round(_background(height, width, kind) * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(back, 3, axis=2))
 
 
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:

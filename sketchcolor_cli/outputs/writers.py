@@ -8,6 +8,7 @@ import numpy as np
 
 from sketchcolor_cli.engines.base import Layers
 from sketchcolor_cli.frames.images import (
+    as_read_back_8bit,
     exact_exr_pixel_type,
     image_attributes,
     read_exr_layers,
@@ -63,6 +64,24 @@ def read_fill_layer(path: Path) -> np.ndarray:
         # Written as half only when every value was 8-bit-origin: round back onto that grid.
         fill = (((fill.astype(np.uint32) + 128) // 257) * 257).astype(np.uint16)
     return fill
+
+
+def fill_read_back_is_exact(path: Path, bit_depth: int | str) -> bool:
+    """Whether `fill_as_read_back` knows what this fill file will read back as (lossless formats
+    at depths that hold palette colours on a known grid)."""
+    ext = path.suffix.lower()
+    return ext == ".exr" or (ext in (".png", ".tif", ".tiff") and bit_depth in (8, 16))
+
+
+def fill_as_read_back(fill: np.ndarray, path: Path, *, bit_depth: int | str) -> np.ndarray | None:
+    """The fill layer exactly as `read_fill_layer` will return it once written to `path`, so that a
+    frame carried from it in memory comes out as it would from the file; None where that is not
+    known (see `fill_read_back_is_exact`)."""
+    if not fill_read_back_is_exact(path, bit_depth):
+        return None
+    if path.suffix.lower() != ".exr" and bit_depth == 8:
+        return as_read_back_8bit(fill)
+    return fill  # 16-bit, and EXR (half only for 8-bit-origin values, float otherwise: both exact)
 
 
 def read_layer(path: Path, layer: str) -> np.ndarray:

@@ -67,6 +67,7 @@ class _Frame:
     dependency_failed: bool = False
     alone: bool = False  # dispatch in a batch of its own (its batch failed in the engine)
     batch: "_Batch | None" = None
+    pipelined: bool = False  # sent to its dependency's worker before that one was written
 
     @property
     def goes_alone(self) -> bool:
@@ -86,6 +87,7 @@ class _Cut:
     frames: dict[int, _Frame] = field(default_factory=dict)
     dependents: dict[int, list[_Frame]] = field(default_factory=dict)
     remaining: int = 0
+    pipelines: bool = False  # a frame's result can be carried in memory (exactly as it reads back)
 
     @property
     def key(self) -> str:
@@ -152,6 +154,7 @@ class Scheduler:
         self.ready: list[tuple[int, int, int, _Frame]] = []  # heap of (cut, frame, seq, frame)
         self.ready_count = 0
         self.affinity: dict[int, deque[_Frame]] = {}
+        self.chained: dict[int, deque[_Frame]] = {}  # per worker: frames that may follow its frames in memory
         self.next_worker_id = 1
         self.next_batch_id = 1
         self._seq = 0
@@ -199,6 +202,10 @@ class Scheduler:
                 raise ManifestError([Problem(str(error), file=cut.manifest_path, field="characters")]) from None
             if not any(unit.mask_paths for unit in todo):
                 log.text("no masks given: every character's references apply to the whole frame")
+        from sketchcolor_cli.outputs.writers import fill_read_back_is_exact
+
+        fills = [u.outputs["fill"] for u in todo if "fill" in u.outputs]
+        state.pipelines = bool(fills) and fill_read_back_is_exact(fills[0], cut.manifest.outputs.bit_depth)
         for frame in state.frames.values():
             depends = frame.unit.depends_on
             if depends is not None and depends in state.frames:
@@ -314,6 +321,11 @@ class Scheduler:
     # -- dispatch ----------------------------------------------------------------------------
 
     def _make_ready(self, frame: _Frame, affinity: int | None = None) -> None:
+        frame.pipelined = False
+        if not self._dependency_finished(frame):
+            frame.state = WAITING  # handed back early (a pipelined frame): it waits for its dependency
+            frame.batch = None
+            return
         frame.state = READY
         frame.batch = None
         self._seq += 1
@@ -322,7 +334,14 @@ class Scheduler:
         if affinity is not None and affinity in self.affinity:
             self.affinity[affinity].append(frame)
 
+    @staticmethod
+    def _dependency_finished(frame: _Frame) -> bool:
+        depends = frame.unit.depends_on
+        dependency = frame.cut.frames.get(depends) if depends is not None else None
+        return dependency is None or dependency.state in (DONE, FAILED)
+
     def _dispatch(self) -> None:
+        self._dispatch_pipelined()
         depth = self.options.batches_per_worker
         while self.ready_count:
             open_workers = [w for w in self.workers.values() if w.alive and len(w.in_flight) < depth]
@@ -337,6 +356,23 @@ class Scheduler:
             if not frames:
                 return
             self._send_batch(worker, frames)
+
+    def _dispatch_pipelined(self) -> None:
+        """Along a chain, send the next frame to the worker colouring the previous one as soon as
+        that one is sent (not written): the worker carries the result in memory, so reading,
+        colouring and writing of consecutive frames overlap."""
+        depth = self.options.batches_per_worker
+        for worker in self.workers.values():
+            chain = self.chained.get(worker.id)
+            while chain and worker.alive and len(worker.in_flight) < depth:
+                frame = chain.popleft()
+                dependency = frame.cut.frames.get(frame.unit.depends_on)
+                if frame.state != WAITING or dependency is None or dependency.state != RUNNING:
+                    continue  # already handed out, or its dependency is done (then it is ready)
+                if dependency.batch is None or dependency.batch not in worker.in_flight:
+                    continue
+                frame.pipelined = True
+                self._send_batch(worker, [frame])
 
     def _has_own_ready(self, worker: _Worker) -> bool:
         own = self.affinity[worker.id]
@@ -398,13 +434,19 @@ class Scheduler:
         self.next_batch_id += 1
         assignments = []
         for frame in frames:
+            if not frame.pipelined:
+                self.ready_count -= 1
             frame.state = RUNNING
             frame.batch = batch
             frame.attempts += 1
-            self.ready_count -= 1
             depends = frame.unit.depends_on
             dependency = cut.plan.unit(depends) if depends is not None and _in_plan(cut.plan, depends) else None
-            assignments.append(Assignment(frame.unit, dependency, frame.dependency_failed))
+            followers = cut.dependents.get(frame.unit.frame, []) if cut.pipelines else []
+            assignments.append(Assignment(
+                frame.unit, dependency, frame.dependency_failed, previous_in_memory=frame.pipelined,
+                keep_result=bool(followers),
+            ))  # fmt: skip
+            self.chained.setdefault(worker.id, deque()).extend(f for f in followers if f.state == WAITING)
         if not worker.in_flight:
             worker.head_since = time.monotonic()
         worker.in_flight.append(batch)
@@ -447,7 +489,10 @@ class Scheduler:
         frame.batch = None
         if worker.in_flight and worker.in_flight[0] is batch:
             worker.head_since = time.monotonic()  # the time limit is per frame
-        if outcome["status"] == "done":
+        if outcome["status"] == protocol.DEFERRED:
+            frame.attempts -= 1  # not coloured: its previous result was not there (the engine failed on it)
+            self._make_ready(frame)
+        elif outcome["status"] == "done":
             self._finish_frame(frame, DONE, worker=worker, outcome=outcome)
         elif outcome.get("engine_batch", 1) > 1 and not frame.alone:
             # The engine failed on a batch: try each of its frames alone before blaming any.
@@ -539,6 +584,8 @@ class Scheduler:
             self.reporter.frame(unit.frame, "failed", error or "", cut=summary.cut)
         for dependent in cut.dependents.pop(unit.frame, []):
             dependent.dependency_failed = status == FAILED
+            if dependent.state == RUNNING:
+                continue  # pipelined: already colouring from this frame's result in memory
             self._make_ready(dependent, affinity=worker.id if worker and status == DONE else None)
 
     # -- faults ------------------------------------------------------------------------------
@@ -593,6 +640,7 @@ class Scheduler:
                     frame.attempts -= 1  # only queued there: no attempt used
                     self._make_ready(frame)
         worker.in_flight.clear()
+        self.chained.pop(worker.id, None)
         self.affinity.pop(worker.id, None)  # those frames are in the ready heap too: any worker takes them
         limit = self.options.max_restarts
         if limit is None:

@@ -6,7 +6,10 @@ stages overlap so the engine waits as little as possible:
 
 * the reader thread takes batches from the inbox and reads their inputs (line art, masks, key
   frames, and the previous frame's fill read back from disk);
-* the calling thread runs ``engine.colorize`` on one prepared batch at a time;
+* the calling thread runs ``engine.colorize`` on one prepared batch at a time. A frame whose
+  previous frame this worker coloured just before takes that result from memory (the fill exactly
+  as it will read back from disk), so along a chain the next frame is read while this one is
+  coloured and written while the next one is coloured;
 * the writer thread writes each frame's layers atomically and reports it.
 
 Every message to the scheduler is a tuple whose first item names it (see ``Msg``). The worker
@@ -23,7 +26,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sketchcolor_cli import __version__
@@ -47,6 +50,8 @@ BATCH = "batch"  # (BATCH, batch_id, cut_key, [Assignment, ...])
 STOP = "stop"  # (STOP,)
 
 _LINE_ART_CACHE = 16  # recently read line art kept for the next frame's "previous" (per worker)
+_RESULT_CACHE = 8  # recent results kept for frames pipelined after them (per worker)
+DEFERRED = "deferred"  # a frame outcome: not coloured, its in-memory previous result is missing
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class Assignment:
     unit: FrameUnit
     dependency: FrameUnit | None = None  # the unit named by unit.depends_on, when it is in the plan
     dependency_failed: bool = False
+    # The dependency was sent to this worker before this frame and is not written yet: take its
+    # result from memory. If the engine failed on it, this frame is handed back ("deferred").
+    previous_in_memory: bool = False
+    keep_result: bool = False  # a later frame carries this frame's colours: keep its fill in memory
 
 
 @dataclass
@@ -135,6 +144,9 @@ class Worker:
         self.active_since: float | None = None
         self.line_art: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._line_art_lock = threading.Lock()
+        # (cut_key, frame) -> PreviousResult of frames coloured here that a later frame carries from
+        self.results: OrderedDict[tuple[str, int], PreviousResult] = OrderedDict()
+        self._prepare_with: tuple[str, Engine] | None = None  # (engine key, engine) for the reader's `prepare`
         # Bounded, so the reader is one batch ahead of the engine and the writer one behind.
         self.prepared: queue.Queue = queue.Queue(maxsize=1)
         self.to_write: queue.Queue = queue.Queue(maxsize=2)
@@ -184,7 +196,7 @@ class Worker:
         for assignment in assignments:
             try:
                 item, notes = self._work_item(state, cut_key, assignment)
-                items.append((assignment.unit, item, notes))
+                items.append((assignment, item, notes))
             except FrameError as error:
                 failures.append((assignment.unit, str(error)))
             except Exception as error:  # noqa: BLE001 - one bad frame must not stop the others
@@ -201,7 +213,8 @@ class Worker:
                 if not self._engine_for(self.cuts[message[1]]):
                     return
                 continue
-            _, batch_id, cut_key, items, failures = message
+            _, batch_id, cut_key, prepared, failures = message
+            items, deferred = self._with_previous_results(cut_key, prepared)
             results, error, seconds = None, None, 0.0
             if items:
                 started = time.perf_counter()
@@ -213,7 +226,41 @@ class Worker:
                     error = caught
                 seconds = time.perf_counter() - started
                 self.stats.engine_seconds += seconds
-            self.to_write.put((batch_id, cut_key, items, failures, results, error, seconds))
+                if results is not None:
+                    self._keep_results(cut_key, items, results)
+            self.to_write.put((batch_id, cut_key, items, failures, deferred, results, error, seconds))
+
+    def _with_previous_results(self, cut_key: str, prepared: list) -> tuple[list, list]:
+        """Give pipelined frames their previous frame's result from memory; a frame whose previous
+        result is missing (the engine failed on it) is deferred, not coloured differently."""
+        items, deferred = [], []
+        for assignment, item, notes in prepared:
+            if assignment.previous_in_memory:
+                previous = self.results.get((cut_key, assignment.dependency.frame))
+                if previous is None:
+                    deferred.append(assignment.unit)
+                    continue
+                if previous.line_art.shape == item.line_art.shape:
+                    item = replace(item, previous=previous)
+            items.append((assignment, item, notes))
+        return items, deferred
+
+    def _keep_results(self, cut_key: str, items: list, results: list) -> None:
+        from sketchcolor_cli.outputs.writers import fill_as_read_back
+
+        state = self.cuts[cut_key]
+        outputs = state.cut.manifest.outputs
+        for (assignment, item, _), layers in zip(items, results):
+            unit = assignment.unit
+            if not assignment.keep_result or "fill" not in unit.outputs:
+                continue
+            fill = fill_as_read_back(layers.fill, unit.outputs["fill"], bit_depth=outputs.bit_depth)
+            if fill is None:
+                continue  # not known exactly: the next frame reads it back from disk instead
+            self.results[(cut_key, unit.frame)] = PreviousResult(frame=unit.frame, line_art=item.line_art, fill=fill)
+            self.results.move_to_end((cut_key, unit.frame))
+            while len(self.results) > _RESULT_CACHE:
+                self.results.popitem(last=False)
 
     def _write_loop(self) -> None:
         while True:
@@ -221,9 +268,13 @@ class Worker:
             if message[0] == STOP:  # active time ends with the last batch, not with the run's tail
                 self.send((STOPPED, self.id, self.stats.as_dict()))
                 return
-            batch_id, cut_key, items, failures, results, error, seconds = message
+            batch_id, cut_key, items, failures, deferred, results, error, seconds = message
+            in_memory = {a.unit.frame for a, _, _ in items if a.previous_in_memory}
+            items = [(assignment.unit, item, notes) for assignment, item, notes in items]
             try:
-                self._finish_batch(batch_id, cut_key, items, failures, results, error, seconds)
+                for unit in deferred:
+                    self.send((FRAME, self.id, batch_id, cut_key, unit.frame, {"status": DEFERRED}))
+                self._finish_batch(batch_id, cut_key, items, failures, results, error, seconds, in_memory)
             except Exception as caught:  # noqa: BLE001 - report rather than die silently
                 for unit, _, _ in items:
                     self._report_failed(batch_id, cut_key, unit, f"worker error: {type(caught).__name__}: {caught}")
@@ -239,10 +290,12 @@ class Worker:
 
         started = time.perf_counter()
         try:
+            self._prepare_with = None
             self.engine = None  # free the previous model before loading the next
             cut = state.cut
             self.engine = engine_class(cut.manifest.engine.name).load(cut.engine_settings)
             self.engine_key = state.engine_key
+            self._prepare_with = (self.engine_key, self.engine)  # one assignment: the reader sees both or neither
             self.engine_description = self.engine.describe()
         except Exception as error:  # noqa: BLE001 - the scheduler ends the run with this message
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
@@ -273,9 +326,18 @@ class Worker:
                 self.line_art.popitem(last=False)
 
     def _work_item(self, state: _CutState, cut_key: str, assignment: Assignment) -> tuple[WorkItem, list[str]]:
-        previous, note = self._previous(state, cut_key, assignment)
+        if assignment.previous_in_memory:  # filled in by the engine stage, once that result exists
+            previous, note = None, None
+        else:
+            previous, note = self._previous(state, cut_key, assignment)
         item = state.inputs.work_item(assignment.unit, previous)
         self._remember_line_art(cut_key, assignment.unit.frame, item.line_art)
+        loaded = self._prepare_with
+        if loaded is not None and loaded[0] == state.engine_key:  # the engine stage loaded it for this cut
+            try:
+                item = loaded[1].prepare(item)
+            except Exception:  # noqa: BLE001 - colorize meets the same problem and reports it per frame
+                pass
         return item, [note] if note else []
 
     def _previous(self, state: _CutState, cut_key: str, assignment: Assignment) -> tuple[PreviousResult | None, str | None]:
@@ -301,7 +363,7 @@ class Worker:
             return None, f"cannot read frame {source.frame}'s result back ({error}); coloured from the references"
         return PreviousResult(frame=source.frame, line_art=line_art, fill=fill), None
 
-    def _finish_batch(self, batch_id, cut_key, items, failures, results, error, seconds) -> None:
+    def _finish_batch(self, batch_id, cut_key, items, failures, results, error, seconds, in_memory=frozenset()) -> None:
         from sketchcolor_cli.frames.images import ImageError
         from sketchcolor_cli.outputs.writers import write_frame_layers
 
@@ -350,6 +412,8 @@ class Worker:
                     "references": [r.source for r in item.references],
                     "masks": {name: str(path) for name, path in unit.mask_paths.items()},
                     "previous": item.previous.frame if item.previous else None,
+                    # where the previous fill came from: this worker's memory, or its file
+                    "previous_from": ("memory" if unit.frame in in_memory else "file") if item.previous else None,
                 },
                 "notes": notes,
                 "stats": layers.stats,

@@ -8,6 +8,7 @@ from a key frame, the previous frame or the references (`match`), and the layers
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -87,6 +88,12 @@ class FlatSettings(EngineSettings):
     )
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    seg: Segmentation
+    seconds: float
+
+
 class FlatEngine(Engine):
     """Paint-bucket colouring: regions from the line art, one exact reference colour each."""
 
@@ -128,6 +135,12 @@ class FlatEngine(Engine):
     def segment(self, item: WorkItem) -> Segmentation:
         return self._match_settings.segment(item.line_art, f"frame {item.frame} line art")
 
+    def prepare(self, item: WorkItem) -> WorkItem:
+        """Segment the line art ahead (the regions depend on this frame alone)."""
+        started = time.perf_counter()
+        seg = self.segment(item)
+        return replace(item, prepared=_Prepared(seg, time.perf_counter() - started))
+
     def match(self, item: WorkItem, seg: Segmentation) -> Assignment:
         return match_regions(item, seg, self._match_settings, self._cache)
 
@@ -156,14 +169,17 @@ class FlatEngine(Engine):
         results = []
         for item in batch:
             started = time.perf_counter()
-            seg = self.segment(item)
+            if isinstance(item.prepared, _Prepared):
+                seg, segment_seconds = item.prepared.seg, item.prepared.seconds
+            else:
+                seg, segment_seconds = self.segment(item), None
             segmented = time.perf_counter()
             assignment = self.match(item, seg)
             matched = time.perf_counter()
             layers = self.paint(item, seg, assignment)
             # Where the time goes, for the log (never part of the outputs).
             layers.stats["seconds"] = {
-                "segment": round(segmented - started, 4),
+                "segment": round(segment_seconds if segment_seconds is not None else segmented - started, 4),
                 "match": round(matched - segmented, 4),
                 "paint": round(time.perf_counter() - matched, 4),
             }
