@@ -56,6 +56,17 @@ def read_mask(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
     return values >= half
 
 
+def without_artists_masks(masks: dict[str, np.ndarray], sources: dict[str, str]) -> dict[str, np.ndarray]:
+    """A computed foreground covers every character; the parts the artists' own character masks
+    claim are taken out of it, so the artists' masks always win."""
+    computed = [name for name, source in sources.items() if source == "computed" and name in masks]
+    drawn = [mask for name, mask in masks.items() if sources.get(name) == "manifest" and name != "background"]
+    if not computed or not drawn:
+        return masks
+    claimed = np.logical_or.reduce(drawn)
+    return {name: (mask & ~claimed if name in computed else mask) for name, mask in masks.items()}
+
+
 class CutInputs:
     """Loads a cut's shared inputs once (references, palettes, background) and each frame's own."""
 
@@ -101,6 +112,7 @@ class CutInputs:
             line_art = read_rgba16(unit.line_path)
             shape = line_art.shape[:2]
             masks = {name: read_mask(path, shape, f"{name} mask") for name, path in unit.mask_paths.items()}
+            masks = without_artists_masks(masks, unit.mask_sources)
             references = [r for name in unit.characters for r in self.references.get(name, ())]
             if unit.key_path is not None:
                 key = read_rgba16(unit.key_path)

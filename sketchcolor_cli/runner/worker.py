@@ -349,6 +349,7 @@ class Worker:
                     "line": str(unit.line_path),
                     "references": [r.source for r in item.references],
                     "masks": {name: str(path) for name, path in unit.mask_paths.items()},
+                    "mask_sources": dict(unit.mask_sources),
                     "previous": item.previous.frame if item.previous else None,
                 },
                 "notes": notes,
