@@ -123,9 +123,11 @@ def compute_masks(
     _refuse_artists_files(targets, protected)
     _refuse_artists_files({t: f"reference {c}.{n}" for t, (c, n, _) in reference_targets.items()}, protected)
 
+    # Both models open before anything is written, so a bad file stops the command at once.
     net = open_mask_model(cut.path(settings.sketch_model), field="masks.sketch_model", family="isnet",
                           device=settings.device)  # fmt: skip
     summary.sketch_model = describe_net(net)
+    reference_net = _reference_net(cut, summary) if reference_targets else None
     reporter.start(f"{cut.name} masks", len(targets))
     try:
         for (target, _), frame in zip(targets.items(), frames):
@@ -149,25 +151,38 @@ def compute_masks(
                 continue
             summary.written.append(frame)
             reporter.frame(frame, "done")
-        if reference_targets:
-            _reference_masks(cut, reference_targets, summary, overwrite, reporter)
+        if reference_net is not None:
+            _reference_masks(cut, reference_net, reference_targets, summary, overwrite, reporter)
     finally:
         reporter.finish()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
-def _reference_masks(cut, targets, summary: MasksSummary, overwrite: bool, reporter: Reporter) -> None:
-    from sketchcolor_cli.engines.diffusion.aux.masks import describe_net, mask_to_image, open_mask_model, reference_mask
+def _reference_family(model_path: Path, configured: str) -> str:
+    if configured != "auto":
+        return configured
+    return "isnet" if model_path.suffix.lower() == ".safetensors" else "rmbg"
+
+
+def _reference_net(cut: ResolvedCut, summary: MasksSummary) -> Any:
+    from sketchcolor_cli.engines.diffusion.aux.masks import describe_net, open_mask_model
+
+    settings = cut.manifest.masks
+    model_path = cut.path(settings.reference_model)
+    family = _reference_family(model_path, settings.reference_model_type)
+    net = open_mask_model(model_path, field="masks.reference_model", family=family, device=settings.device)
+    summary.reference_model = f"{describe_net(net)}, {family}"
+    return net
+
+
+def _reference_masks(cut, net, targets, summary: MasksSummary, overwrite: bool, reporter: Reporter) -> None:
+    from sketchcolor_cli.engines.diffusion.aux.masks import mask_to_image, reference_mask
     from sketchcolor_cli.frames.images import ImageError, read_rgba16, write_image
 
     settings = cut.manifest.masks
     model_path = cut.path(settings.reference_model)
-    family = settings.reference_model_type
-    if family == "auto":
-        family = "isnet" if model_path.suffix.lower() == ".safetensors" else "rmbg"
-    net = open_mask_model(model_path, field="masks.reference_model", family=family, device=settings.device)
-    summary.reference_model = f"{describe_net(net)}, {family}"
+    family = _reference_family(model_path, settings.reference_model_type)
     for target, (character, number, image_path) in targets.items():
         label = f"{character}.{number}"
         if target.is_file() and not overwrite:

@@ -97,13 +97,16 @@ class AuxKind:
 
     name: str
     description: str
-    loader: str  # "module:function", called with (path, field=...) -> nn.Module; imported when used
+    # "module:function" (imported when used) or a function; called as loader(path, field=...) -> nn.Module.
+    loader: str | Callable[..., Any]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     size: int  # the square input side the published pre-processing feeds
     dynamic_axes: dict[str, dict[int, str]]
 
     def load(self, path: Path, field: str = "checkpoint") -> Any:
+        if callable(self.loader):
+            return self.loader(path, field=field)
         module_name, _, function = self.loader.partition(":")
         try:
             module = importlib.import_module(module_name)
