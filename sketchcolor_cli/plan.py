@@ -96,6 +96,11 @@ def computed_mask_path(cut: ResolvedCut, frame: int) -> Path | None:
     return sequence_path(settings.auto, cut.cut_dir, frame) if settings.use_computed else None
 
 
+def reference_mask_path(cut: ResolvedCut, character: str, index: int) -> Path:
+    """Where `sketchcolor masks` writes the mask of a character's reference sheet (index from 1)."""
+    return cut.path(cut.manifest.masks.references.format(character=character, index=index))
+
+
 def cut_frames(cut: ResolvedCut, sequence: FrameSequence) -> list[int]:
     """The frames that make up the cut: the manifest's range, else every frame found."""
     if cut.manifest.frames.range:

@@ -206,6 +206,18 @@ def test_reference_masks_with_an_rmbg_export(cut):
     assert mask[~paper].mean() > 0.9 and mask[paper].mean() < 0.9
     assert (cut / "refs" / "hero_sheet.png").read_bytes() == sheet
 
+    # `run` hands the computed reference mask to the engine and logs it.
+    assert run_cli("run", cut, "--frames", "1", "-q").exit_code == 0
+    inputs = frame_records(cut)[1]["inputs"]
+    assert inputs["reference_masks"] == {
+        str(cut / "refs" / "hero_sheet.png"): str(cut / "masks" / "auto" / "references" / "hero.1.png")
+    }
+    from sketchcolor_cli.runner.inputs import CutInputs
+
+    (reference,) = CutInputs(load_cut(cut)).references["hero"]
+    np.testing.assert_array_equal(reference.mask, mask)
+    assert CutInputs(load_cut(cut, overrides={"masks.use_computed": False})).references["hero"][0].mask is None
+
 
 def test_several_characters_without_masks_share_the_computed_foreground(cut):
     def two_characters(data):

@@ -23,7 +23,7 @@ from typing import Any
 from sketchcolor_cli.errors import ManifestError, Problem
 from sketchcolor_cli.frames.sequence import find_sequence, sequence_path
 from sketchcolor_cli.manifest.resolve import ResolvedCut
-from sketchcolor_cli.plan import cut_frames
+from sketchcolor_cli.plan import cut_frames, reference_mask_path
 from sketchcolor_cli.runner.progress import Reporter
 
 
@@ -70,11 +70,6 @@ def artists_files(cut: ResolvedCut, frames: list[int]) -> dict[Path, str]:
                 if path:
                     named[cut.path(path).resolve()] = f"characters.{index}.references.{number}"
     return named
-
-
-def reference_mask_path(cut: ResolvedCut, character: str, index: int) -> Path:
-    """Where the computed mask of a character's reference sheet goes (index from 1)."""
-    return cut.path(cut.manifest.masks.references.format(character=character, index=index))
 
 
 def _refuse_artists_files(targets: dict[Path, str], protected: dict[Path, str]) -> None:

@@ -350,6 +350,8 @@ class Worker:
                     "references": [r.source for r in item.references],
                     "masks": {name: str(path) for name, path in unit.mask_paths.items()},
                     "mask_sources": dict(unit.mask_sources),
+                    "reference_masks": {r.source: state.inputs.reference_mask_files[r.source] for r in item.references
+                                        if r.mask is not None and r.source in state.inputs.reference_mask_files},
                     "previous": item.previous.frame if item.previous else None,
                 },
                 "notes": notes,
