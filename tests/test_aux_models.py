@@ -35,6 +35,7 @@ from sketchcolor_cli.engines.diffusion.aux.isnet import ISNetConfig, ISNetDIS, l
 from sketchcolor_cli.engines.diffusion.aux.masks import open_mask_model, reference_mask, sketch_mask  # noqa: E402
 from sketchcolor_cli.engines.diffusion.aux.onnx_runtime import AuxModelError, OnnxModel  # noqa: E402
 from sketchcolor_cli.engines.diffusion.aux.resample import max_pool, resize  # noqa: E402
+from sketchcolor_cli.engines.diffusion.aux.tagger import OnnxTagger  # noqa: E402
 
 runner = CliRunner()
 SIZE = 128  # the tiny models' input side (the published one is 1024)
@@ -80,13 +81,18 @@ def white_paper_unit(image: np.ndarray) -> np.ndarray:
 # ---- resampling: the numpy resizes are torch's ---------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,antialias", [("bicubic", False), ("bilinear", True), ("bilinear", False)])
+@pytest.mark.parametrize("mode,antialias,align_corners", [
+    ("bicubic", False, False),  # ISNet
+    ("bilinear", True, False),  # RMBG-2.0 / BiRefNet (torchvision's tensor resize)
+    ("bilinear", False, False),
+    ("bicubic", True, True),  # the WD tagger
+])  # fmt: skip
 @pytest.mark.parametrize("shape,size", [((37, 53), (64, 64)), ((301, 180), (64, 64)), ((64, 40), (211, 300))])
-def test_resize_matches_torch(mode, antialias, shape, size):
+def test_resize_matches_torch(mode, antialias, align_corners, shape, size):
     image = np.random.default_rng(1).random(shape + (3,), dtype=np.float32)
     expected = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=size, mode=mode,
-                             antialias=antialias, align_corners=False)[0].permute(1, 2, 0).numpy()  # fmt: skip
-    assert np.abs(resize(image, size, mode, antialias) - expected).max() < 1e-4
+                             antialias=antialias, align_corners=align_corners)[0].permute(1, 2, 0).numpy()  # fmt: skip
+    assert np.abs(resize(image, size, mode, antialias, align_corners) - expected).max() < 1e-4
 
 
 def test_max_pool_matches_torch_max_pool_with_padding():
@@ -335,6 +341,32 @@ def test_any_module_exports_and_a_registered_kind_converts_from_the_cli(tmp_path
 def words(text: str) -> str:
     """CLI output with Rich's line wrapping undone."""
     return " ".join(text.split())
+
+
+def test_tagger_features_on_onnxruntime_follow_the_published_input(tmp_path):
+    torch.manual_seed(4)
+    module = TaggerStandIn().eval()
+    path = export_onnx(module, (torch.rand(1, 3, 448, 448),), tmp_path / "tagger.onnx", input_names=["image"],
+                       output_names=["features"], dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}})  # fmt: skip
+    image = drawing(300, 520)
+    got = OnnxTagger(path, field="engine.xl.tagger").features(image)
+    # Upstream xl: RGB in [-1, 1], stretched to 448 (bicubic, align_corners, antialias), BGR.
+    x = torch.from_numpy(white_paper_unit(image) * 2 - 1).permute(2, 0, 1)[None]
+    x = F.interpolate(x, size=(448, 448), mode="bicubic", align_corners=True, antialias=True).flip(1)
+    with torch.no_grad():
+        expected = module(x)[0].numpy()
+    assert got.shape == (196, 1024)
+    assert np.abs(got - expected).max() < 1e-3
+
+    # The tagger's published ONNX gives tag probabilities: refused with what to do instead.
+    class Tags(torch.nn.Module):
+        def forward(self, x):
+            return torch.sigmoid(x.mean(dim=(2, 3)).repeat(1, 3))
+
+    tags = export_onnx(Tags(), (torch.rand(1, 3, 448, 448),), tmp_path / "tags.onnx", input_names=["input"],
+                       output_names=["probs"])  # fmt: skip
+    with pytest.raises(AuxModelError, match=r"tags\.onnx outputs \[1, 9\].*--kind tagger"):
+        OnnxTagger(tags, field="engine.xl.tagger")
 
 
 def test_convert_to_onnx_errors(tmp_path, isnet_files):

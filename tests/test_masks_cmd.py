@@ -19,7 +19,7 @@ from onnx import TensorProto, helper  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from sketchcolor_cli.cli import app  # noqa: E402
-from sketchcolor_cli.frames.images import read_image, read_rgba16  # noqa: E402
+from sketchcolor_cli.frames.images import read_image, read_rgba16, write_image  # noqa: E402
 from sketchcolor_cli.manifest.resolve import load_cut  # noqa: E402
 from sketchcolor_cli.plan import COMPUTED_FOREGROUND, build_plan  # noqa: E402
 from sketchcolor_cli.runner.inputs import without_artists_masks  # noqa: E402
@@ -256,3 +256,15 @@ def test_the_artists_masks_are_taken_out_of_a_computed_one():
     np.testing.assert_array_equal(result["villain"], expected)
     assert result["hero"] is hero and result["background"] is background
     assert without_artists_masks(masks, {"villain": "computed"})["villain"] is computed
+
+
+def test_validate_checks_the_mask_models_and_the_computed_masks(cut):
+    edit_manifest(cut, lambda d: d.update(masks={"sketch_model": "models/absent.onnx"}))
+    computed = cut / "masks" / "auto" / "0003.png"
+    computed.parent.mkdir(parents=True)
+    write_image(computed, np.zeros((80, 100), dtype=np.uint16))  # not the frames' size
+    result = run_cli("validate", cut)
+    text = words(result.output)
+    assert result.exit_code != 0
+    assert "masks.sketch_model" in text and "absent.onnx" in squeezed(result.output)
+    assert "masks.auto" in text and "computed masks of frames 3 do not fit" in text

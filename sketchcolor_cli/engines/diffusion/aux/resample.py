@@ -30,9 +30,12 @@ def _triangle(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def resize_weights(in_size: int, out_size: int, mode: Mode, antialias: bool) -> np.ndarray:
-    """(out_size, in_size) float32 matrix W with ``out = W @ in`` along one axis (align_corners=False)."""
-    scale = in_size / out_size
+def resize_weights(in_size: int, out_size: int, mode: Mode, antialias: bool, align_corners: bool = False) -> np.ndarray:
+    """(out_size, in_size) float32 matrix W with ``out = W @ in`` along one axis."""
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        scale = in_size / out_size
     weights = np.zeros((out_size, in_size), dtype=np.float64)
     rows = np.arange(out_size)
     if antialias:
@@ -49,7 +52,7 @@ def resize_weights(in_size: int, out_size: int, mode: Mode, antialias: bool) -> 
             w = _cubic(offsets, -0.5) if mode == "bicubic" else _triangle(offsets)
             weights[i, taps] = w / w.sum()
         return weights.astype(np.float32)
-    center = (rows + 0.5) * scale - 0.5
+    center = rows * scale if align_corners else (rows + 0.5) * scale - 0.5
     if mode == "bilinear":
         center = np.maximum(center, 0.0)  # torch clamps the source index of linear modes at 0
         first = np.floor(center).astype(np.int64)
@@ -67,12 +70,16 @@ def resize_weights(in_size: int, out_size: int, mode: Mode, antialias: bool) -> 
     return weights.astype(np.float32)
 
 
-def resize(image: np.ndarray, size: tuple[int, int], mode: Mode = "bicubic", antialias: bool = False) -> np.ndarray:
-    """H x W or H x W x C float -> size (height, width), float32, no clamping (as torch)."""
+def resize(
+    image: np.ndarray, size: tuple[int, int], mode: Mode = "bicubic", antialias: bool = False,
+    align_corners: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """H x W or H x W x C float -> size (height, width), float32, no clamping (as torch's
+    ``F.interpolate`` with the same mode, antialias and align_corners)."""
     height, width = size
     data = image.astype(np.float32, copy=False)
-    rows = resize_weights(data.shape[0], height, mode, antialias)
-    cols = resize_weights(data.shape[1], width, mode, antialias)
+    rows = resize_weights(data.shape[0], height, mode, antialias, align_corners)
+    cols = resize_weights(data.shape[1], width, mode, antialias, align_corners)
     if data.ndim == 2:
         return rows @ data @ cols.T
     return np.einsum("oh,hwc,pw->opc", rows, data, cols, optimize=True).astype(np.float32)
