@@ -72,14 +72,15 @@ def artists_files(cut: ResolvedCut, frames: list[int]) -> dict[Path, str]:
     return named
 
 
-def _refuse_artists_files(targets: dict[Path, str], protected: dict[Path, str]) -> None:
+def _refuse_artists_files(targets: dict[Path, str], protected: dict[Path, str], field_name: str) -> None:
+    """Stop before anything is written when a target is a file the manifest names as an input."""
     for target, what in targets.items():
         owner = protected.get(target.resolve())
         if owner is not None:
             raise ManifestError([Problem(
-                f"{what} would write {target}, which `{owner}` names as an input; computed masks never "
-                "replace the artists' files", field="masks.auto" if what.startswith("frame") else "masks.references",
-                hint="point masks.auto / masks.references at a folder of their own, e.g. masks/auto/####.png")])
+                f"the {what} would be written to {target}, which `{owner}` names as an input; computed masks "
+                "never replace the artists' files", field=field_name,
+                hint=f"point {field_name} at a folder of its own, e.g. masks/auto/")])  # fmt: skip
 
 
 def compute_masks(
@@ -108,15 +109,16 @@ def compute_masks(
         frames = [f for f in frames if f in wanted]
     protected = artists_files(cut, frames)
     protected.update({path.resolve(): "frames.source" for path in sequence.frames.values()})
-    targets = {sequence_path(settings.auto, cut.cut_dir, frame): f"frame {frame}" for frame in frames}
+    targets = {frame: sequence_path(settings.auto, cut.cut_dir, frame) for frame in frames}
     reference_targets: dict[Path, tuple[str, int, Path]] = {}
     if references and settings.reference_model:
         for character in cut.manifest.characters:
             for number, sheet in enumerate(character.references, start=1):
                 target = reference_mask_path(cut, character.name, number)
                 reference_targets[target] = (character.name, number, cut.path(sheet.image))
-    _refuse_artists_files(targets, protected)
-    _refuse_artists_files({t: f"reference {c}.{n}" for t, (c, n, _) in reference_targets.items()}, protected)
+    _refuse_artists_files({t: f"mask of frame {f}" for f, t in targets.items()}, protected, "masks.auto")
+    _refuse_artists_files({t: f"mask of reference {c}.{n}" for t, (c, n, _) in reference_targets.items()}, protected,
+                          "masks.references")  # fmt: skip
 
     # Both models open before anything is written, so a bad file stops the command at once.
     net = open_mask_model(cut.path(settings.sketch_model), field="masks.sketch_model", family="isnet",
@@ -125,7 +127,7 @@ def compute_masks(
     reference_net = _reference_net(cut, summary) if reference_targets else None
     reporter.start(f"{cut.name} masks", len(targets))
     try:
-        for (target, _), frame in zip(targets.items(), frames):
+        for frame, target in targets.items():
             if target.is_file() and not overwrite:
                 summary.skipped.append(frame)
                 reporter.frame(frame, "skipped", "exists")

@@ -12,7 +12,7 @@ Reference mask, two families:
   1), through the network, the reference's part cropped out, resized back (bicubic), clamped;
 * RMBG-2.0 / BiRefNet / BiRefNet-HR, as ONNX exports only: the reference in [0, 1] resized to the
   model's square size (1024; 2048 for -HR) with antialiased bilinear, ImageNet mean/std, the last
-  output through a sigmoid (unless the export already gives probabilities), resized back;
+  output through a sigmoid (unless the graph already ends in one), resized back;
 
 then for both a max-pool dilation with kernel 21 and a threshold at 0.5 (strictly above is
 foreground), as upstream's xl does before it uses the mask.
@@ -82,14 +82,42 @@ class TorchISNet:
         return f"{self.path.name} (torch, {self.device.type})"
 
 
+# Operations that keep values in [0, 1] between a final sigmoid and the graph's output.
+_RANGE_KEEPING_OPS = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Resize", "Slice", "Transpose",
+                      "Flatten", "Upsample"}  # fmt: skip
+
+
+def ends_in_sigmoid(path: Path, output_name: str) -> bool:
+    """Whether the graph computes `output_name` with a sigmoid (probabilities) rather than leaving
+    logits; read from the graph itself, never guessed from the values."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    name = output_name
+    for _ in range(16):
+        node = producers.get(name)
+        if node is None:
+            return False
+        if node.op_type == "Sigmoid":
+            return True
+        if node.op_type not in _RANGE_KEEPING_OPS or not node.input:
+            return False
+        name = node.input[0]
+    return False
+
+
 class OnnxMaskNet:
-    """An ONNX image-segmentation model; its last output is the mask (as upstream's ``[-1]``)."""
+    """An ONNX image-segmentation model; its last output is the mask (as upstream's ``[-1]``),
+    through a sigmoid unless the graph already ends in one (``output`` can say which)."""
 
     def __init__(self, path: Path, *, field: str, device: Device = "auto", output: OutputKind = "auto"):
         self.model = OnnxModel(path, field=field, device=device)
         self.input, self.size = self.model.image_input()
-        self.output = output
         self.field = field
+        if output == "auto":
+            output = "probabilities" if ends_in_sigmoid(self.model.path, self.model.outputs[-1].name) else "logits"
+        self.output = output
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         result = self.model.run({self.input.name: batch})[-1]
@@ -100,13 +128,10 @@ class OnnxMaskNet:
                 f"{self.field}: {self.model.path} gives {list(result.shape)} for a {list(batch.shape)} input; "
                 "a mask model gives N x 1 x H x W at the input's size"
             )
-        is_probability = self.output == "probabilities" or (
-            self.output == "auto" and float(result.min()) >= 0.0 and float(result.max()) <= 1.0
-        )
-        return result if is_probability else 1.0 / (1.0 + np.exp(-result))
+        return result if self.output == "probabilities" else 1.0 / (1.0 + np.exp(-result))
 
     def describe(self) -> str:
-        return f"{self.model.describe()}"
+        return f"{self.model.describe()}, {self.output}"
 
 
 def open_mask_model(

@@ -70,6 +70,33 @@ def resize_weights(in_size: int, out_size: int, mode: Mode, antialias: bool, ali
     return weights.astype(np.float32)
 
 
+@lru_cache(maxsize=32)
+def resize_taps(in_size: int, out_size: int, mode: Mode, antialias: bool, align_corners: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The weight matrix as (indices, weights), each out_size x K: a few taps per output pixel,
+    so resizing a 1080p frame costs a few multiply-adds per pixel, not a dense matrix product."""
+    weights = resize_weights(in_size, out_size, mode, antialias, align_corners)
+    used = weights != 0
+    taps = max(1, int(used.sum(axis=1).max()))
+    # Each row's non-zero columns are contiguous: start at the first, pad with zero weights.
+    first = np.where(used.any(axis=1), used.argmax(axis=1), 0)
+    indices = np.minimum(first[:, None] + np.arange(taps)[None, :], in_size - 1)
+    picked = np.take_along_axis(weights, indices, axis=1)
+    picked[first[:, None] + np.arange(taps)[None, :] >= in_size] = 0.0
+    return indices, picked.astype(np.float32)
+
+
+def _along_axis(data: np.ndarray, indices: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """Resample `data` along `axis` (0 or 1) with per-output taps."""
+    shape = list(data.shape)
+    shape[axis] = indices.shape[0]
+    out = np.zeros(shape, dtype=np.float32)
+    expand = [None] * data.ndim
+    expand[axis] = slice(None)
+    for k in range(indices.shape[1]):
+        out += weights[:, k][tuple(expand)] * np.take(data, indices[:, k], axis=axis)
+    return out
+
+
 def resize(
     image: np.ndarray, size: tuple[int, int], mode: Mode = "bicubic", antialias: bool = False,
     align_corners: bool = False,
@@ -78,11 +105,8 @@ def resize(
     ``F.interpolate`` with the same mode, antialias and align_corners)."""
     height, width = size
     data = image.astype(np.float32, copy=False)
-    rows = resize_weights(data.shape[0], height, mode, antialias, align_corners)
-    cols = resize_weights(data.shape[1], width, mode, antialias, align_corners)
-    if data.ndim == 2:
-        return rows @ data @ cols.T
-    return np.einsum("oh,hwc,pw->opc", rows, data, cols, optimize=True).astype(np.float32)
+    rows = _along_axis(data, *resize_taps(data.shape[0], height, mode, antialias, align_corners), axis=0)
+    return _along_axis(rows, *resize_taps(data.shape[1], width, mode, antialias, align_corners), axis=1)
 
 
 def max_pool(mask: np.ndarray, kernel: int) -> np.ndarray:
