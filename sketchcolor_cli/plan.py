@@ -101,6 +101,18 @@ def reference_mask_path(cut: ResolvedCut, character: str, index: int) -> Path:
     return cut.path(cut.manifest.masks.references.format(character=character, index=index))
 
 
+def mask_sources_summary(units: list[FrameUnit]) -> str:
+    """One line for the run log: where each character's masks come from, over which frames."""
+    from sketchcolor_cli.frames.spec import format_frame_spec
+
+    frames: dict[tuple[str, str], list[int]] = {}
+    for unit in units:
+        for name, source in unit.mask_sources.items():
+            frames.setdefault((name, source), []).append(unit.frame)
+    parts = [f"{name} {source} (frames {format_frame_spec(sorted(found))})" for (name, source), found in sorted(frames.items())]
+    return "masks: " + ("; ".join(parts) if parts else "none")
+
+
 def cut_frames(cut: ResolvedCut, sequence: FrameSequence) -> list[int]:
     """The frames that make up the cut: the manifest's range, else every frame found."""
     if cut.manifest.frames.range:

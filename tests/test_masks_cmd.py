@@ -133,6 +133,7 @@ def test_masks_then_run_uses_them_and_logs_it(cut):
         inputs = records[frame]["inputs"]
         assert inputs["mask_sources"] == {"hero": "computed"}
         assert inputs["masks"]["hero"] == str(cut / "masks" / "auto" / f"{frame:04d}.png")
+    assert "masks: hero computed (frames 1-3)" in (cut / "out" / "logs" / "run.log").read_text()
 
 
 def test_run_without_computed_masks_logs_none(cut):
