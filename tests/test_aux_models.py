@@ -186,6 +186,15 @@ def test_sketch_mask_follows_the_published_recipe_on_both_runtimes(isnet_files):
     assert np.abs(sketch_mask(torch_net, image) - expected_1024).max() < 1e-3
 
 
+def test_padded_sketch_mask_is_the_mask_of_the_frame_on_square_paper(isnet_files):
+    net = open_mask_model(isnet_files["onnx"], field="masks.sketch_model")
+    image = drawing(60, 100)
+    square = np.full((100, 100, 4), FULL, dtype=np.uint16)
+    square[20:80] = image  # on white paper (the transparent corner reads as paper either way)
+    np.testing.assert_allclose(sketch_mask(net, image, fit="pad"), sketch_mask(net, square)[20:80], atol=1e-6)
+    assert np.abs(sketch_mask(net, image, fit="pad") - sketch_mask(net, image)).max() > 1e-3
+
+
 def test_isnet_reference_mask_follows_the_published_crop_recipe(isnet_files):
     image = drawing(64, 128)  # long side 128 = the model size: the scale is exact
     got = reference_mask(open_mask_model(isnet_files["onnx"], field="masks.reference_model"), image, "isnet")

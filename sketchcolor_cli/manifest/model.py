@@ -141,6 +141,11 @@ class AutoMasks(_Strict):
         description="Computed sketch-mask value above which a pixel is written as foreground (upstream's "
         "sketch-mask threshold), so the file shows exactly the foreground the engine will use.",
     )
+    sketch_fit: Literal["stretch", "pad"] = Field(
+        "stretch",
+        description="How a frame meets the sketch model's square input: stretch (upstream's autofit canvas) "
+        "or pad (centred on white paper, upstream's default square canvas).",
+    )
     use_computed: bool = Field(
         True, description="`run` uses the computed masks for characters without masks of their own."
     )

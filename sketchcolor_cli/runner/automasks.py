@@ -138,7 +138,7 @@ def compute_masks(
                 reporter.frame(frame, "failed", summary.failed[frame])
                 continue
             try:
-                soft = sketch_mask(net, read_rgba16(line_path, what=f"line art of frame {frame}"))
+                soft = sketch_mask(net, read_rgba16(line_path, what=f"line art of frame {frame}"), settings.sketch_fit)
                 write_image(target, mask_to_image(soft > settings.threshold), bit_depth=8,
                             metadata={"frame": frame, "mask_model": Path(settings.sketch_model).name,
                                       "mask_threshold": settings.threshold})  # fmt: skip

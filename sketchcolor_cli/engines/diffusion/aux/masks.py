@@ -2,8 +2,10 @@
 
 Sketch mask (ISNet, the ``sketch-segment`` weights): the sketch on white paper in [-1, 1],
 resized straight to 1024 x 1024 (bicubic), through the network (sigmoid inside), resized back
-(bicubic) and clamped to [0, 1]; no dilation. Upstream runs it on the sketch already padded to
-the generation canvas; here it runs on the frame itself, which is what the engines then pad.
+(bicubic) and clamped to [0, 1]; no dilation. Upstream runs it on the sketch already placed on the
+generation canvas: with its autofit canvas (the sketch's aspect) that is the frame stretched to the
+square (``fit="stretch"``, the default); with its default 1024 x 1024 canvas the frame is first
+centred on square white paper (``fit="pad"``).
 
 Reference mask, two families:
 
@@ -41,6 +43,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 ReferenceFamily = Literal["isnet", "rmbg"]
 OutputKind = Literal["auto", "logits", "probabilities"]
+SketchFit = Literal["stretch", "pad"]
 
 
 class MaskNet(Protocol):
@@ -168,13 +171,24 @@ def _square(net: MaskNet, default: int) -> tuple[int, int]:
     return net.size if net.size is not None else (default, default)
 
 
-def sketch_mask(net: MaskNet, line_art: np.ndarray) -> np.ndarray:
-    """The soft foreground of a line-art frame (H x W x 4 uint16) as H x W float32 in [0, 1]."""
+def sketch_mask(net: MaskNet, line_art: np.ndarray, fit: SketchFit = "stretch") -> np.ndarray:
+    """The soft foreground of a line-art frame (H x W x 4 uint16) as H x W float32 in [0, 1].
+
+    fit "stretch": the frame resized straight to the square (upstream with its autofit canvas);
+    "pad": first centred on a square of white paper (upstream's default square canvas)."""
     height, width = line_art.shape[:2]
     white_sketch = _unit_rgb(line_art) * 2.0 - 1.0
+    top = left = 0
+    if fit == "pad":
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        square = np.ones((side, side, 3), dtype=np.float32)  # white paper is +1
+        square[top : top + height, left : left + width] = white_sketch
+        white_sketch = square
     size = _square(net, SKETCH_SIZE)
     probability = net(_batch(resize(white_sketch, size, "bicubic")))[0, 0]
-    return np.clip(resize(probability, (height, width), "bicubic"), 0.0, 1.0)
+    back = resize(probability, white_sketch.shape[:2], "bicubic")[top : top + height, left : left + width]
+    return np.clip(back, 0.0, 1.0)
 
 
 def reference_mask(net: MaskNet, image: np.ndarray, family: ReferenceFamily = "rmbg") -> np.ndarray:
