@@ -22,6 +22,9 @@ from sketchcolor_cli.frames.spec import parse_frame_spec
 from sketchcolor_cli.manifest.resolve import ResolvedCut
 
 _EXTENSIONS = {"tiff": "tif"}
+# The key of a computed foreground mask shared by several characters without masks of their own
+# in one frame (not a valid character name, so it never collides with one).
+COMPUTED_FOREGROUND = "auto:foreground"
 
 
 def frame_seed(cut_seed: int, frame: int) -> int:
@@ -39,6 +42,9 @@ class FrameUnit:
     depends_on: int | None = None  # the frame whose result this one carries colours from
     characters: tuple[str, ...] = ()
     mask_paths: dict[str, Path] = field(default_factory=dict)  # character or "background" -> mask file
+    # Where each mask comes from: "manifest" (the artists' files), "computed" (`sketchcolor masks`),
+    # or "none" for a character that has neither (the engine then treats it as it did before).
+    mask_sources: dict[str, str] = field(default_factory=dict)
     key_path: Path | None = None  # this frame's own finished colour, when it is a key frame
     # The nearest key frames before and after this one (frame -> (colour, line art)).
     near_keys: dict[int, tuple[Path, Path]] = field(default_factory=dict)
@@ -82,6 +88,29 @@ def output_paths(cut: ResolvedCut, layers: list[str], frame: int) -> dict[str, P
         named = pattern.replace("{cut}", cut.name).replace("{layer}", layer).replace("{ext}", ext)
         paths[layer] = sequence_path(named, cut.output_dir, frame)
     return paths
+
+
+def computed_mask_path(cut: ResolvedCut, frame: int) -> Path | None:
+    """Where `sketchcolor masks` writes this frame's foreground (None: computed masks are off)."""
+    settings = cut.manifest.masks
+    return sequence_path(settings.auto, cut.cut_dir, frame) if settings.use_computed else None
+
+
+def reference_mask_path(cut: ResolvedCut, character: str, index: int) -> Path:
+    """Where `sketchcolor masks` writes the mask of a character's reference sheet (index from 1)."""
+    return cut.path(cut.manifest.masks.references.format(character=character, index=index))
+
+
+def mask_sources_summary(units: list[FrameUnit]) -> str:
+    """One line for the run log: where each character's masks come from, over which frames."""
+    from sketchcolor_cli.frames.spec import format_frame_spec
+
+    frames: dict[tuple[str, str], list[int]] = {}
+    for unit in units:
+        for name, source in unit.mask_sources.items():
+            frames.setdefault((name, source), []).append(unit.frame)
+    parts = [f"{name} {source} (frames {format_frame_spec(sorted(found))})" for (name, source), found in sorted(frames.items())]
+    return "masks: " + ("; ".join(parts) if parts else "none")
 
 
 def cut_frames(cut: ResolvedCut, sequence: FrameSequence) -> list[int]:
@@ -147,8 +176,21 @@ def build_plan(
             for c in manifest.characters
             if c.masks and c.name in present
         }
+        sources = {name: "manifest" for name in masks}
+        maskless = [c.name for c in manifest.characters if c.name in present and not c.masks]
+        if maskless or not manifest.characters:
+            computed = computed_mask_path(cut, frame)
+            if computed is not None and computed.is_file():
+                # One foreground per frame: it is the character's own when only one lacks a mask,
+                # else a shared foreground (the runner takes the artists' masks out of it).
+                key = maskless[0] if len(maskless) == 1 else COMPUTED_FOREGROUND
+                masks[key] = computed
+                sources[key] = "computed"
+            else:
+                sources.update({name: "none" for name in maskless})
         if manifest.background.masks:
             masks["background"] = sequence_path(manifest.background.masks, cut.cut_dir, frame)
+            sources["background"] = "manifest"
         outputs = output_paths(cut, layers, frame)
         depends = None
         near: dict[int, tuple[Path, Path]] = {}
@@ -163,6 +205,7 @@ def build_plan(
             depends_on=depends,
             characters=present,
             mask_paths=masks,
+            mask_sources=sources,
             key_path=key_frames.get(frame),
             near_keys=near,
             requested=is_requested,

@@ -15,6 +15,7 @@ from sketchcolor_cli.cli import (
     farm_cmd,
     frame_cmd,
     inspect_cmd,
+    masks_cmd,
     presets_cmd,
     run_cmd,
 )
@@ -77,7 +78,7 @@ def _root(
     """Colorize animation line art, cut by cut."""
 
 
-for module in (run_cmd, frame_cmd, inspect_cmd, config_cmd, eval_cmd, convert_cmd):
+for module in (run_cmd, frame_cmd, inspect_cmd, config_cmd, eval_cmd, convert_cmd, masks_cmd):
     module.register(app)
 app.add_typer(presets_cmd.app, name="presets")
 farm_cmd.register(app)

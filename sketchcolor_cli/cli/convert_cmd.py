@@ -1,4 +1,5 @@
-"""`sketchcolor convert`: a single-file diffusion checkpoint -> a converted folder that loads fast."""
+"""`sketchcolor convert`: a single-file diffusion checkpoint -> a converted folder that loads fast;
+with ``--to onnx``, an auxiliary model (ISNet masks, the WD tagger) -> an ONNX file checked against torch."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sketchcolor_cli.errors import SketchcolorError
 
 def convert(
     checkpoint: Annotated[Path, typer.Argument(help="Single-file checkpoint (.safetensors, LDM layout), e.g. switch-eps.safetensors.")],
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write (diffusers-style subfolders, safetensors, configs).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write (diffusers-style subfolders, safetensors, configs); with --to onnx, the .onnx file.")],
     config: Annotated[
         Optional[Path], typer.Option(help="Architecture config (switch_config.json); default: the published one, by file name.")
     ] = None,
@@ -22,6 +23,13 @@ def convert(
     ] = None,
     prediction: Annotated[
         Optional[str], typer.Option(help="epsilon or v_prediction; default: eps if the file name says so, else v.")
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="folder: a converted diffusion model; onnx: an auxiliary model as ONNX.")] = "folder",
+    kind: Annotated[
+        Optional[str], typer.Option(help="With --to onnx: isnet (mask models) or tagger (the xl engine's WD tagger).")
+    ] = None,
+    size: Annotated[
+        Optional[int], typer.Option(min=32, help="With --to onnx: the square input side (default: the published one, 1024 isnet, 448 tagger).")
     ] = None,
 ) -> None:
     """Convert a released checkpoint (switch-eps, mult-*) into a folder the diffusion engine loads fast.
@@ -32,7 +40,19 @@ def convert(
     Example:
 
       sketchcolor convert models/switch-eps.safetensors models/switch-eps --clip models/CLIP-ViT-H-14
+
+      sketchcolor convert models/sketch-segment.safetensors models/sketch-segment.onnx --to onnx --kind isnet
+
+    With --to onnx the torch model (strictly loaded from the .safetensors) is exported and both are
+    run on the same input; an export that differs by 1e-3 or more is refused and removed.
     """
+    if to not in ("folder", "onnx"):
+        raise SketchcolorError(f"--to must be folder or onnx, not {to!r}")
+    if to == "onnx":
+        _to_onnx(checkpoint, out_dir, kind, size)
+        return
+    if kind is not None or size is not None:
+        raise SketchcolorError("--kind and --size go with --to onnx")
     if prediction not in (None, "epsilon", "v_prediction"):
         raise SketchcolorError(f"--prediction must be epsilon or v_prediction, not {prediction!r}")
     from sketchcolor_cli.engines.diffusion.loading import CheckpointKeyError, SwitchConfig, save_converted
@@ -43,6 +63,17 @@ def convert(
     except (CheckpointKeyError, FileNotFoundError, ValueError) as error:
         raise SketchcolorError(str(error)) from None
     console_err.print(f"converted {checkpoint} -> {folder}", highlight=False)
+
+
+def _to_onnx(checkpoint: Path, out: Path, kind: str | None, size: int | None) -> None:
+    from sketchcolor_cli.engines.diffusion.aux.export import AUX_KINDS, convert_to_onnx
+
+    if kind is None:
+        raise SketchcolorError(f"--to onnx needs --kind ({', '.join(sorted(AUX_KINDS))})")
+    if out.suffix.lower() != ".onnx":
+        raise SketchcolorError(f"{out}: with --to onnx, name the output file, ending in .onnx")
+    path, worst = convert_to_onnx(kind, checkpoint, out, size=size)
+    console_err.print(f"converted {checkpoint} -> {path} ({kind}; ONNX and torch agree to {worst:.2g})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

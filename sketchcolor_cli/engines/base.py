@@ -35,6 +35,8 @@ class Reference:
     # The cut's frame number when this is a key frame of the cut: the work item's own frame (its
     # finished colour), or the nearest key before or after it (colours to carry from, if useful).
     frame: int | None = None
+    # Its foreground (H x W bool) when `sketchcolor masks` computed one (None: the engine decides).
+    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,26 @@ def check_cut(cut: ResolvedCut) -> list[Problem]:
     if background.masks:
         _check_masks(background.masks, frames, frame_size, cut, ("background", "masks"), problem)
 
+    # Computed masks: their model files, and computed masks that no longer fit the frames.
+    for name in ("sketch_model", "reference_model"):
+        value = getattr(manifest.masks, name)
+        if value and not cut.path(value).is_file():
+            problem(f"model file {cut.path(value)} does not exist", ("masks", name),
+                    hint="name a local .onnx or .safetensors file (relative to the cut folder)")  # fmt: skip
+    if manifest.masks.use_computed and frame_size and frames:
+        wrong = []
+        for frame in frames:
+            path = sequence_path(manifest.masks.auto, cut.cut_dir, frame)
+            try:
+                if path.is_file() and image_size(path) != frame_size:
+                    wrong.append(frame)
+            except ImageError:
+                wrong.append(frame)
+        if wrong:
+            problem(f"computed masks of frames {format_frame_spec(wrong)} do not fit the line art "
+                    f"({manifest.masks.auto})", ("masks", "auto"),
+                    hint="redo them: sketchcolor masks CUT --overwrite")  # fmt: skip
+
     if not manifest.characters and manifest.keys is None:
         problem(
             "no characters and no key frames: nothing gives colours",

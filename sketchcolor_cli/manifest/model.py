@@ -109,6 +109,64 @@ class Background(_Strict):
         return self
 
 
+class AutoMasks(_Strict):
+    """Computed masks (`sketchcolor masks`): where they go, which local model files make them."""
+
+    auto: str = Field(
+        "masks/auto/####.png",
+        description="Where `sketchcolor masks` writes each frame's computed foreground mask (white = "
+        "foreground), and where `run` reads it for characters without masks of their own.",
+    )
+    references: str = Field(
+        "masks/auto/references/{character}.{index}.png",
+        description="Where computed reference-sheet masks go ({character}, {index} of its references).",
+    )
+    sketch_model: str | None = Field(
+        None,
+        description="Sketch-mask model: ISNet (anime-segmentation architecture, e.g. upstream xl's "
+        "sketch-segment weights) as .safetensors (torch) or .onnx (onnxruntime). A local file.",
+    )
+    reference_model: str | None = Field(
+        None,
+        description="Reference-mask model: ISNet (.safetensors or .onnx), or an RMBG-2.0 / BiRefNet ONNX "
+        "export (set reference_model_type: rmbg). A local file; without it no reference masks are made.",
+    )
+    reference_model_type: Literal["auto", "isnet", "rmbg"] = Field(
+        "auto",
+        description="How the reference model is fed: isnet, or rmbg (RMBG-2.0, BiRefNet: ImageNet "
+        "normalisation); auto: isnet for .safetensors, rmbg for .onnx.",
+    )
+    threshold: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="Computed sketch-mask value above which a pixel is written as foreground (upstream's "
+        "sketch-mask threshold), so the file shows exactly the foreground the engine will use.",
+    )
+    sketch_fit: Literal["stretch", "pad"] = Field(
+        "stretch",
+        description="How a frame meets the sketch model's square input: stretch (upstream's autofit canvas) "
+        "or pad (centred on white paper, upstream's default square canvas).",
+    )
+    use_computed: bool = Field(
+        True, description="`run` uses the computed masks for characters without masks of their own."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU.")
+
+    @field_validator("auto")
+    @classmethod
+    def _frame_padding(cls, value: str) -> str:
+        if not any(token in value for token in ("#", "@", "%", "$F")):
+            raise ValueError("the computed-mask pattern needs frame padding, e.g. 'masks/auto/####.png'")
+        return value
+
+    @field_validator("references")
+    @classmethod
+    def _reference_fields(cls, value: str) -> str:
+        if "{character}" not in value or "{index}" not in value:
+            raise ValueError("the reference-mask pattern needs {character} and {index}, e.g. "
+                             "'masks/auto/references/{character}.{index}.png'")
+        return value
+
+
 class EngineChoice(BaseModel):
     """`name` picks the engine; a key named after an engine holds that engine's settings."""
 
@@ -201,6 +259,7 @@ class CutManifest(_Strict):
     engine: EngineChoice = Field(default_factory=EngineChoice)
     outputs: Outputs = Field(default_factory=Outputs)
     run: RunSettings = Field(default_factory=RunSettings)
+    masks: AutoMasks = Field(default_factory=AutoMasks, description="Computed masks (`sketchcolor masks`).")
 
     @model_validator(mode="after")
     def _unique_characters(self) -> "CutManifest":
@@ -220,4 +279,5 @@ class Preset(_Strict):
     engine: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
     run: dict[str, Any] | None = None
+    masks: dict[str, Any] | None = None
 

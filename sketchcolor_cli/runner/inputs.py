@@ -56,12 +56,24 @@ def read_mask(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
     return values >= half
 
 
+def without_artists_masks(masks: dict[str, np.ndarray], sources: dict[str, str]) -> dict[str, np.ndarray]:
+    """A computed foreground covers every character; the parts the artists' own character masks
+    claim are taken out of it, so the artists' masks always win."""
+    computed = [name for name, source in sources.items() if source == "computed" and name in masks]
+    drawn = [mask for name, mask in masks.items() if sources.get(name) == "manifest" and name != "background"]
+    if not computed or not drawn:
+        return masks
+    claimed = np.logical_or.reduce(drawn)
+    return {name: (mask & ~claimed if name in computed else mask) for name, mask in masks.items()}
+
+
 class CutInputs:
     """Loads a cut's shared inputs once (references, palettes, background) and each frame's own."""
 
     def __init__(self, cut: ResolvedCut):
         self.cut = cut
         self._keys: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.reference_mask_files: dict[str, str] = {}  # reference source -> its computed mask file
 
     @cached_property
     def references(self) -> dict[str, tuple[Reference, ...]]:
@@ -70,7 +82,7 @@ class CutInputs:
         for character in self.cut.manifest.characters:
             palette = read_palette(self.cut, character.palette)
             sheets = []
-            for sheet in character.references:
+            for number, sheet in enumerate(character.references, start=1):
                 image_path = self.cut.path(sheet.image)
                 image = read_rgba16(image_path)
                 line = read_rgba16(self.cut.path(sheet.line)) if sheet.line else None
@@ -79,11 +91,23 @@ class CutInputs:
                         f"reference line art {sheet.line} is {line.shape[1]}x{line.shape[0]} but its colour "
                         f"sheet {sheet.image} is {image.shape[1]}x{image.shape[0]}; they must be the same drawing"
                     )
-                sheets.append(
-                    Reference(character=character.name, image=image, line=line, palette=palette, source=str(image_path))
-                )
+                mask = self.reference_mask(character.name, number, image.shape[:2], str(image_path))
+                sheets.append(Reference(character=character.name, image=image, line=line, palette=palette,
+                                        source=str(image_path), mask=mask))  # fmt: skip
             loaded[character.name] = tuple(sheets)
         return loaded
+
+    def reference_mask(self, character: str, number: int, shape: tuple[int, int], source: str) -> np.ndarray | None:
+        """The computed mask of a reference sheet (`sketchcolor masks`), if there is one."""
+        from sketchcolor_cli.plan import reference_mask_path
+
+        if not self.cut.manifest.masks.use_computed:
+            return None
+        path = reference_mask_path(self.cut, character, number)
+        if not path.is_file():
+            return None
+        self.reference_mask_files[source] = str(path)
+        return read_mask(path, shape, f"computed mask of {character}'s reference {number}")
 
     @cached_property
     def background(self) -> np.ndarray | None:
@@ -101,6 +125,7 @@ class CutInputs:
             line_art = read_rgba16(unit.line_path)
             shape = line_art.shape[:2]
             masks = {name: read_mask(path, shape, f"{name} mask") for name, path in unit.mask_paths.items()}
+            masks = without_artists_masks(masks, unit.mask_sources)
             references = [r for name in unit.characters for r in self.references.get(name, ())]
             if unit.key_path is not None:
                 key = read_rgba16(unit.key_path)

@@ -202,6 +202,10 @@ class Scheduler:
                 raise ManifestError([Problem(str(error), file=cut.manifest_path, field="characters")]) from None
             if not any(unit.mask_paths for unit in todo):
                 log.text("no masks given: every character's references apply to the whole frame")
+            else:
+                from sketchcolor_cli.plan import mask_sources_summary
+
+                log.text(mask_sources_summary(todo))  # the artists' masks, computed ones, or none
         from sketchcolor_cli.outputs.writers import fill_read_back_is_exact
 
         fills = [u.outputs["fill"] for u in todo if "fill" in u.outputs]

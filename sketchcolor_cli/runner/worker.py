@@ -411,6 +411,9 @@ class Worker:
                     "line": str(unit.line_path),
                     "references": [r.source for r in item.references],
                     "masks": {name: str(path) for name, path in unit.mask_paths.items()},
+                    "mask_sources": dict(unit.mask_sources),
+                    "reference_masks": {r.source: state.inputs.reference_mask_files[r.source] for r in item.references
+                                        if r.mask is not None and r.source in state.inputs.reference_mask_files},
                     "previous": item.previous.frame if item.previous else None,
                     # where the previous fill came from: this worker's memory, or its file
                     "previous_from": ("memory" if unit.frame in in_memory else "file") if item.previous else None,

@@ -129,7 +129,9 @@ class SwitchRuntime:
             masks.append(mask)
             mask_names.append(names)
         references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
-        reference_masks = [[torch.from_numpy(reference_mask(r.image)) for r in sheets_of(item)] for item in items]
+        # A computed reference mask (`sketchcolor masks`: ISNet or RMBG/BiRefNet) before the heuristic.
+        reference_masks = [[torch.from_numpy(reference_mask(r.image) if r.mask is None else r.mask.astype(np.float32)[None])
+                            for r in sheets_of(item)] for item in items]  # fmt: skip
         backgrounds = None
         if items[0].background is not None:
             backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
