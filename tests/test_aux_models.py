@@ -1,4 +1,4 @@
-"""The auxiliary models (engines/diffusion/aux): ISNet in torch with the published keys, its ONNX
+"""The auxiliary models (engines/diffusion/auxiliary): ISNet in torch with the published keys, its ONNX
 export, the published mask pre- and post-processing on either runtime, and onnxruntime errors.
 
 The upstream recipes are restated here in torch (F.interpolate, max_pool2d), independently of the
@@ -23,7 +23,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from sketchcolor_cli.cli import app  # noqa: E402
 from sketchcolor_cli.engines.base import FULL  # noqa: E402
-from sketchcolor_cli.engines.diffusion.aux.export import (  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.export import (  # noqa: E402
     AUX_KINDS,
     AuxKind,
     convert_to_onnx,
@@ -31,11 +31,11 @@ from sketchcolor_cli.engines.diffusion.aux.export import (  # noqa: E402
     onnx_agreement,
     register_aux_kind,
 )
-from sketchcolor_cli.engines.diffusion.aux.isnet import ISNetConfig, ISNetDIS, load_isnet  # noqa: E402
-from sketchcolor_cli.engines.diffusion.aux.masks import open_mask_model, reference_mask, sketch_mask  # noqa: E402
-from sketchcolor_cli.engines.diffusion.aux.onnx_runtime import AuxModelError, OnnxModel  # noqa: E402
-from sketchcolor_cli.engines.diffusion.aux.resample import max_pool, resize  # noqa: E402
-from sketchcolor_cli.engines.diffusion.aux.tagger import OnnxTagger  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.isnet import ISNetConfig, ISNetDIS, load_isnet  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.masks import open_mask_model, reference_mask, sketch_mask  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.onnx_runtime import AuxModelError, OnnxModel  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.resample import max_pool, resize  # noqa: E402
+from sketchcolor_cli.engines.diffusion.auxiliary.tagger import OnnxTagger  # noqa: E402
 
 runner = CliRunner()
 SIZE = 128  # the tiny models' input side (the published one is 1024)

@@ -66,7 +66,7 @@ def convert(
 
 
 def _to_onnx(checkpoint: Path, out: Path, kind: str | None, size: int | None) -> None:
-    from sketchcolor_cli.engines.diffusion.aux.export import AUX_KINDS, convert_to_onnx
+    from sketchcolor_cli.engines.diffusion.auxiliary.export import AUX_KINDS, convert_to_onnx
 
     if kind is None:
         raise SketchcolorError(f"--to onnx needs --kind ({', '.join(sorted(AUX_KINDS))})")

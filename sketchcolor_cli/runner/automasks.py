@@ -2,7 +2,7 @@
 correct, never over the artists' own mask files.
 
 Per frame: the sketch mask of the published method (ISNet on the line art, see
-`engines.diffusion.aux.masks`), thresholded at `masks.threshold` (upstream's sketch-mask
+`engines.diffusion.auxiliary.masks`), thresholded at `masks.threshold` (upstream's sketch-mask
 threshold, 0.05) and written white-on-black where `masks.auto` points. It is one foreground per
 frame, not one per character: telling characters apart stays the artists' job (their masks in the
 manifest). `run` gives the computed foreground to the one character of a frame that has no mask of
@@ -92,7 +92,7 @@ def compute_masks(
     references: bool = True,
 ) -> MasksSummary:
     """Compute and write the cut's masks (those whose files exist are kept unless `overwrite`)."""
-    from sketchcolor_cli.engines.diffusion.aux.masks import describe_net, mask_to_image, open_mask_model, sketch_mask
+    from sketchcolor_cli.engines.diffusion.auxiliary.masks import describe_net, mask_to_image, open_mask_model, sketch_mask
     from sketchcolor_cli.frames.images import ImageError, read_rgba16, write_image
 
     settings = cut.manifest.masks
@@ -163,7 +163,7 @@ def _reference_family(model_path: Path, configured: str) -> str:
 
 
 def _reference_net(cut: ResolvedCut, summary: MasksSummary) -> Any:
-    from sketchcolor_cli.engines.diffusion.aux.masks import describe_net, open_mask_model
+    from sketchcolor_cli.engines.diffusion.auxiliary.masks import describe_net, open_mask_model
 
     settings = cut.manifest.masks
     model_path = cut.path(settings.reference_model)
@@ -174,7 +174,7 @@ def _reference_net(cut: ResolvedCut, summary: MasksSummary) -> Any:
 
 
 def _reference_masks(cut, net, targets, summary: MasksSummary, overwrite: bool, reporter: Reporter) -> None:
-    from sketchcolor_cli.engines.diffusion.aux.masks import mask_to_image, reference_mask
+    from sketchcolor_cli.engines.diffusion.auxiliary.masks import mask_to_image, reference_mask
     from sketchcolor_cli.frames.images import ImageError, read_rgba16, write_image
 
     settings = cut.manifest.masks

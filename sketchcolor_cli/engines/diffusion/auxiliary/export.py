@@ -128,7 +128,7 @@ AUX_KINDS: dict[str, AuxKind] = {
     # Input and output names as anime-segmentation's own export, so either ONNX file serves.
     "isnet": AuxKind(
         "isnet", "ISNet anime segmentation (isnetis, sketch-segment): image -> foreground probability",
-        "sketchcolor_cli.engines.diffusion.aux.isnet:load_isnet", ("img",), ("mask",), 1024,
+        "sketchcolor_cli.engines.diffusion.auxiliary.isnet:load_isnet", ("img",), ("mask",), 1024,
         {"img": {0: "batch"}, "mask": {0: "batch"}},
     ),
     # The xl engine's WD tagger (SwinV2 at 448 px): its ONNX gives the final-norm features
