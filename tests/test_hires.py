@@ -160,8 +160,9 @@ def test_the_pass_is_deterministic_keeps_the_lines_and_changes_the_colour(small_
 
 
 @pytest.mark.slow
-def test_run_end_to_end_at_1920x1080(tmp_path, tiny_model):
+def test_run_end_to_end_at_1920x1080(tmp_path, tiny_model, monkeypatch):
     """The pass at 1080p through `sketchcolor run` (tiny model, one denoising step of tiles)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned worker: see `one_thread`
     from typer.testing import CliRunner
 
     from sketchcolor_cli.cli import app

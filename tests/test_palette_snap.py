@@ -139,7 +139,10 @@ def test_bad_palette_mode_is_refused_with_its_field():
 # ---- through `sketchcolor run` with a tiny diffusion model -----------------------------------------
 
 
-def test_run_with_palette_snap_gives_palette_exact_fills_and_a_shade_layer(small_cut, tmp_path):
+def test_run_with_palette_snap_gives_palette_exact_fills_and_a_shade_layer(small_cut, tmp_path, monkeypatch):
+    # One thread in the spawned worker: on a shared machine OpenMP threads waiting on each other
+    # make a tiny model many times slower.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pytest.importorskip("torch")
     from diffusion_tiny import write_tiny_model
     from typer.testing import CliRunner

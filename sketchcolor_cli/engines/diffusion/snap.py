@@ -50,6 +50,7 @@ _SRGB_TO_XYZ = np.array(
 )  # fmt: skip
 _D65 = np.array([0.95047, 1.0, 1.08883])
 VOTE_CHUNK = 1 << 18  # pixels whose palette distances are held at once (memory at 4K)
+EDGE_RAMP_PX = 2.0  # beyond edge_px, a pixel's vote grows to full weight over this many pixels
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
@@ -135,22 +136,21 @@ class SnapVote:
     background: np.ndarray  # (n + 1,) bool
 
 
-def _voters(seg: Segmentation, edge_px: int) -> np.ndarray:
-    """Labels of the pixels that vote: region pixels farther than `edge_px` from a line; a region
-    that would lose every voter keeps all its pixels."""
-    labels = seg.labels
-    if edge_px <= 0:
-        return labels
+def _vote_weights(seg: Segmentation, edge_px: int) -> np.ndarray:
+    """H x W float32 weight of each pixel's vote: 0 on lines and within `edge_px` of them, rising
+    to 1 over the next EDGE_RAMP_PX (the model's colour is least sure next to its drawn lines);
+    a region too thin to have such pixels votes with all its pixels alike."""
     import cv2
 
-    inside = cv2.erode((labels > 0).view(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8), borderType=cv2.BORDER_REPLICATE)
-    kept = np.where(inside.astype(bool), labels, 0)
+    inside = (seg.labels > 0).view(np.uint8)
+    distance = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    weight = np.clip((distance - edge_px) / EDGE_RAMP_PX, 0.0, 1.0).astype(np.float32)
     size = seg.n_regions + 1
-    lost = (np.bincount(kept.ravel(), minlength=size) == 0) & (seg.area > 0)
-    lost[0] = False
-    if lost.any():
-        kept = np.where(lost[labels], labels, kept)
-    return kept
+    thin = (np.bincount(seg.labels.ravel(), weights=weight.ravel(), minlength=size) == 0) & (seg.area > 0)
+    thin[0] = False
+    if thin.any():
+        weight[thin[seg.labels]] = 1.0
+    return weight
 
 
 def vote_regions(
@@ -164,9 +164,10 @@ def vote_regions(
     """Each region's palette colour by the votes of its pixels (see the module docstring)."""
     size = seg.n_regions + 1
     k = len(palettes.colours)
-    voters = _voters(seg, settings.edge_px).ravel()
-    voting = np.flatnonzero(voters > 0)
-    labels = voters[voting]
+    weight = _vote_weights(seg, settings.edge_px).ravel()
+    voting = np.flatnonzero(weight > 0)
+    labels = seg.labels.ravel()[voting]
+    weight = weight[voting].astype(np.float64)
     pixels = to_perceptual(colour.reshape(-1, 3)[voting], settings.space)
     targets = to_perceptual(palettes.colours[:, :3].astype(np.float32) / FULL, settings.space)
     # Colours a region's owner may not take are out of its pixels' reach.
@@ -177,10 +178,10 @@ def vote_regions(
         distance = ((pixels[part, None, :] - targets[None, :, :]) ** 2).sum(axis=2)
         distance[~allowed_rows[labels[part]]] = np.inf
         choice[part] = distance.argmin(axis=1)
-    votes = np.bincount(labels * k + choice, minlength=size * k).reshape(size, k)
+    votes = np.bincount(labels * k + choice, weights=weight, minlength=size * k).reshape(size, k)
     total = votes.sum(axis=1)
     winner = votes.argmax(axis=1)
-    share = votes[np.arange(size), winner] / np.maximum(total, 1)
+    share = votes[np.arange(size), winner] / np.maximum(total, 1e-9)
     # Median distance of a region's voters to the colour it took: far means the model painted
     # something the palette does not hold there.
     to_winner = np.sqrt(((pixels - targets[winner[labels]]) ** 2).sum(axis=1))
