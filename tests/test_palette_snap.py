@@ -179,3 +179,19 @@ def test_run_with_palette_snap_gives_palette_exact_fills_and_a_shade_layer(small
         assert (out / "review" / f"walk.{frame:04d}.png").is_file()
     records = [json.loads(line) for line in (out / "logs" / "frames.jsonl").read_text().splitlines()]
     assert all(r["stats"]["palette"] == "snap" and r["stats"]["regions"] > 5 for r in records)
+
+
+def test_the_delivery_preset_turns_snap_hires_and_the_shade_layer_on(small_cut):
+    from pathlib import Path
+
+    from sketchcolor_cli.manifest.resolve import load_cut
+
+    preset = Path(__file__).resolve().parents[1] / "presets" / "diffusion-delivery.yaml"
+    manifest = yaml.safe_load((small_cut / "cut.yaml").read_text())
+    manifest["engine"] = {"name": "diffusion"}
+    del manifest["outputs"]["layers"]  # the manifest's own choice would win over the preset's
+    (small_cut / "cut.yaml").write_text(yaml.safe_dump(manifest))
+    resolved = load_cut(small_cut, preset=str(preset), overrides={"engine.diffusion.hires.size": "4k"})
+    assert resolved.engine_settings.palette == "snap"
+    assert resolved.engine_settings.hires.size == "4k" and resolved.engine_settings.hires.tile == 768
+    assert "shade" in resolved.manifest.outputs.layers
