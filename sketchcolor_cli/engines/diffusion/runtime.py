@@ -181,29 +181,31 @@ class SwitchRuntime:
                     background=None if backgrounds is None else backgrounds[index : index + 1],
                     **guidance, **condition_settings,
                 )
-                full, stats["hires"] = self._hires(item, canvas, base, conditions, s)
+                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, conditions, s)
             else:
                 full = canvas.take(base, item.line_art.shape[:2])
             out.append(deliver_layers(item, full, names, s, stats))
         return out
 
-    def _hires(self, item: WorkItem, canvas: Canvas, base: np.ndarray, conditions: dict[str, Any],
-               s: DiffusionSettings) -> tuple[np.ndarray, dict[str, Any]]:
-        """The hi-res pass on one frame: its colour at the line art's size, and facts for the log."""
-        shape = item.line_art.shape[:2]
-        target = delivery_canvas(shape, s.hires)
-        inner = base[canvas.top : canvas.top + canvas.inner_h, canvas.left : canvas.left + canvas.inner_w]
-        mask, _ = mask_input(item.masks, shape, target)
-        predict = self.pipeline.tile_predictor(
-            torch.from_numpy(sketch_input(item.line_art, target)[None]),
-            sketch_mask=torch.from_numpy(mask[None]),
-            **conditions,
-        )
-        refined = refine_frame(self.pipeline, predict, inner, target, s.hires, steps=s.hires.steps or s.steps,
-                               seed=item.seed)
-        facts = {"size": [target.width, target.height], "strength": s.hires.strength, "tile": s.hires.tile,
-                 "overlap": s.hires.overlap}
-        return target.take(refined, shape), facts
+
+def hires_colour(pipeline: Any, item: WorkItem, canvas: Canvas, base: np.ndarray, conditions: dict[str, Any],
+                 s: DiffusionSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """The hi-res pass on one frame, for any pipeline with a ``tile_predictor(sketch, *, sketch_mask,
+    **conditions)`` (see `hires.HiresPipeline`): `base` is the generated canvas image (H x W x 3 in
+    [0, 1]) placed by `canvas`; returns the colour at the line art's size and facts for the log."""
+    shape = item.line_art.shape[:2]
+    target = delivery_canvas(shape, s.hires)
+    inner = base[canvas.top : canvas.top + canvas.inner_h, canvas.left : canvas.left + canvas.inner_w]
+    mask, _ = mask_input(item.masks, shape, target)
+    predict = pipeline.tile_predictor(
+        torch.from_numpy(sketch_input(item.line_art, target)[None]),
+        sketch_mask=torch.from_numpy(mask[None]),
+        **conditions,
+    )
+    refined = refine_frame(pipeline, predict, inner, target, s.hires, steps=s.hires.steps or s.steps, seed=item.seed)
+    facts = {"size": [target.width, target.height], "strength": s.hires.strength, "tile": s.hires.tile,
+             "overlap": s.hires.overlap}
+    return target.take(refined, shape), facts
 
 
 def deliver_layers(item: WorkItem, full: np.ndarray, mask_names: list[str], s: DiffusionSettings,
