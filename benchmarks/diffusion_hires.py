@@ -7,9 +7,9 @@ weights can be had here) colours synthetic 1920x1080 frames twice: plain (genera
 ``resolution`` on the long side, resized to 1920x1080, as without the pass) and with ``hires: {size:
 auto}`` (the line art's own size) at the pass's defaults. Times are per frame after a warm-up frame,
 with the pass split into upscale + tiled VAE encode, tiled denoising and tiled VAE decode. The UNet
-work is also given in latent pixels denoised, which carries over to the full-size model: the pass
-costs about that ratio of the base generation's UNet time (attention costs a little more per pixel
-in larger tiles). A tiny model's seconds say little about a real one's; the ratio says more.
+work is also given in latent pixels denoised, which carries over to the full-size model (attention
+costs more per pixel in tiles larger than the base canvas). A tiny model's seconds say little
+about a real one's.
 
 The crop image (plain | hi-res | difference x4) shows the mechanics at 100%: with random weights
 the "detail" the pass adds is noise-like texture, not drawing; what it shows is that the result is
@@ -189,6 +189,7 @@ def markdown(report: dict, crop: str) -> str:
     h = report["settings"]["hires"]
     work = report["unet_work"]
     stages = report["hires_stage_seconds_per_frame"]
+    tokens = h["tile"] ** 2 / (work["base_canvas"][0] * work["base_canvas"][1])
     return "\n".join([
         f"# Hi-res pass benchmark ({report['date']})",
         "",
@@ -213,9 +214,13 @@ def markdown(report: dict, crop: str) -> str:
         "",
         f"UNet work, in latent pixels x steps: base {work['latent_pixel_steps_base']:,} "
         f"({work['base_canvas'][0]}x{work['base_canvas'][1]}, {work['base_steps']} steps), pass "
-        f"{work['latent_pixel_steps_hires']:,}: **{work['unet_work_ratio']}x** the base generation's UNet work (the "
-        "ratio that carries over to the full-size model; a tiny model's seconds are dominated by the VAE and "
-        "the per-call overhead instead).",
+        f"{work['latent_pixel_steps_hires']:,}: **{work['unet_work_ratio']}x** the base generation's UNet work in "
+        "pixels. The time grows faster than that (here the tiled denoising took "
+        f"{stages.get('denoise', 0) / max(report['plain_seconds_per_frame'], 1e-9):.1f}x the whole plain frame): "
+        "self-attention at the first UNet level costs the square of the tokens per call (a "
+        f"{h['tile']} px tile has {tokens:.1f}x the tokens of the {work['base_canvas'][0]}x{work['base_canvas'][1]} "
+        f"base canvas, so {tokens ** 2:.0f}x its attention per call), as in the full-size SD2.1 UNet. Smaller "
+        "tiles cut that part; VAE encode and decode stay linear in the pixels.",
         "",
         f"Line pixels kept bit for bit with the pass: {report['lines_kept']}.",
         "",
