@@ -20,7 +20,7 @@ def frame(
     ] = None,
     mask: Annotated[Optional[Path], typer.Option(help="Foreground mask of the sketch (white = character).")] = None,
     engine: Annotated[str, typer.Option(help="Engine name.")] = "flat",
-    layer: Annotated[str, typer.Option(help="Layer to write: color, fill, line or review.")] = "color",
+    layer: Annotated[str, typer.Option(help="Layer to write: color, fill, line, review or shade.")] = "color",
     bit_depth: Annotated[str, typer.Option(help="8 or 16 (half/float for EXR).")] = "8",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Engine setting: name=value.")] = None,
     seed: Annotated[int, typer.Option(help="Seed (diffusion engines).")] = 0,
@@ -42,8 +42,8 @@ def frame(
     from sketchcolor_cli.outputs.writers import write_frame_layers
     from sketchcolor_cli.runner.inputs import read_mask
 
-    if layer not in ("color", "fill", "line", "review"):
-        raise ManifestError([Problem(f"unknown layer {layer!r}", field="--layer", hint="color, fill, line or review")])
+    if layer not in ("color", "fill", "line", "review", "shade"):
+        raise ManifestError([Problem(f"unknown layer {layer!r}", field="--layer", hint="color, fill, line, review or shade")])
     if ref_line and len(ref_line) != len(ref):
         raise ManifestError([Problem("give one --ref-line per --ref, in the same order", field="--ref-line")])
     if output.exists() and not overwrite:

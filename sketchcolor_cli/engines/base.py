@@ -77,6 +77,9 @@ class Layers:
     line: np.ndarray  # H x W uint16: line alpha (where the lines were)
     review: np.ndarray  # H x W x 4 uint16: what an artist should check first
     stats: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts for the log
+    # H x W x 4 uint16: the colour with its shading, without lines (the diffusion engine's generated
+    # colour); None for engines without shading, whose `shade` output is then their fill.
+    shade: np.ndarray | None = None
 
 
 class EngineOutOfMemory(RuntimeError):

@@ -198,10 +198,12 @@ class Outputs(_Strict):
         description="File naming pattern with {cut}, {layer}, {ext} and frame padding, e.g. "
         "'{layer}/{cut}.####.{ext}' (default). EXR holds every layer in one file: '{cut}.####.exr'.",
     )
-    layers: list[Literal["color", "fill", "line", "review"]] = Field(
+    layers: list[Literal["color", "fill", "line", "review", "shade"]] = Field(
         default_factory=lambda: list(LAYER_NAMES),
         description="color: colour with the original lines; fill: colour without lines; "
-        "line: line alpha (where lines were); review: regions to check first.",
+        "line: line alpha (where lines were); review: regions to check first; shade: the generated colour with "
+        "its shading, without lines (diffusion engine; with palette: snap the fill is palette-exact and this is "
+        "the model's colour; engines without shading write their fill).",
     )
     format: Literal["png", "tif", "tiff", "tga", "dpx", "exr"] = Field("png", description="Output file format.")
     bit_depth: Literal[8, 16, "half", "float"] = Field(8, description="8 or 16 for integer formats, half/float for EXR.")

@@ -21,6 +21,8 @@ EXR_PIXEL_TYPE = "sketchcolor:exr_pixel_type"
 
 
 def layer_pixels(layers: Layers, name: str) -> np.ndarray:
+    if name == "shade" and layers.shade is None:
+        return layers.fill  # an engine without shading: its shade is its flat fill
     return getattr(layers, name)
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..base import Engine, EngineSettings, Layers, WorkItem
+from .delivery import HiresSettings, SnapSettings
 
 # Bump when the same inputs and settings would give different pixels.
 ENGINE_VERSION = "1"
@@ -83,6 +84,15 @@ class DiffusionSettings(EngineSettings):
     vae_tiling: Literal["auto", "on", "off"] = Field("auto", description="Tiled VAE decode; auto: on above 1024 px.")
     compile: bool = Field(False, description="torch.compile the UNet (slow first frame, faster after; CUDA).")
     cpu_offload: bool = Field(False, description="Keep the parts on the CPU and move each to the GPU only while it runs.")
+    palette: Literal["model", "snap"] = Field(
+        "model", description="model: the fill is the generated colour; snap: each region of the line art (the flat "
+        "engine's regions) takes the character-palette colour the generated colour votes for, the fill is "
+        "palette-exact, the generated colour goes to the shade layer and weak votes to the review layer.",
+    )
+    snap: SnapSettings = Field(default_factory=SnapSettings, description="How palette: snap votes (see its fields).")
+    hires: HiresSettings = Field(
+        default_factory=HiresSettings, description="High-resolution pass at the delivery size (tiled, MultiDiffusion)."
+    )
 
     @model_validator(mode="after")
     def _window(self) -> "DiffusionSettings":

@@ -12,10 +12,12 @@ import torch
 
 from ..base import Layers, WorkItem
 from . import DiffusionSettings
+from .hires import delivery_canvas, refine_frame
 from .imaging import Canvas, layers_from_colour, mask_input, reference_input, reference_mask, sketch_input
 from .loading import SwitchConfig, is_converted_folder, load_converted, load_switch_components, prediction_from_name
 from .models.reference_encoder import load_clip_vision
 from .pipelines.switch import SwitchPipeline, make_scheduler
+from .snap import snap_layers
 
 log = logging.getLogger(__name__)
 TILING_ABOVE_PX = 1024
@@ -136,15 +138,13 @@ class SwitchRuntime:
         if items[0].background is not None:
             backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
         generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
-        colour = self.pipeline(
-            torch.from_numpy(np.stack(sketches)),
-            references,
-            sketch_mask=torch.from_numpy(np.stack(masks)),
-            reference_masks=reference_masks,
-            background=backgrounds,
-            num_inference_steps=s.steps,
+        guidance = dict(
             reference_guidance=s.reference_guidance,
             sketch_guidance=s.sketch_guidance,
+            guidance_start=s.guidance_start,
+            guidance_end=s.guidance_end,
+        )
+        condition_settings = dict(
             reference_strength=s.reference_strength,
             sketch_strength=s.sketch_strength,
             fg_strength=s.fg_strength,
@@ -154,14 +154,21 @@ class SwitchRuntime:
             reference_mask_threshold=s.reference_mask_threshold,
             background_enhance=s.background_enhance,
             foreground_enhance=s.foreground_enhance,
-            guidance_start=s.guidance_start,
-            guidance_end=s.guidance_end,
+        )
+        colour = self.pipeline(
+            torch.from_numpy(np.stack(sketches)),
+            references,
+            sketch_mask=torch.from_numpy(np.stack(masks)),
+            reference_masks=reference_masks,
+            background=backgrounds,
+            num_inference_steps=s.steps,
             generator=generators,
+            **guidance,
+            **condition_settings,
         )
         out = []
-        for item, image, names in zip(items, colour.numpy(), mask_names):
-            full = canvas.take(np.transpose(image, (1, 2, 0)), item.line_art.shape[:2])
-            color, fill, line, review = layers_from_colour(full, item.line_art, names)
+        for index, (item, image, names) in enumerate(zip(items, colour.numpy(), mask_names)):
+            base = np.transpose(image, (1, 2, 0))
             stats: dict[str, Any] = {
                 "seed": int(item.seed),
                 "model_size": [canvas.width, canvas.height],
@@ -169,8 +176,51 @@ class SwitchRuntime:
                 "masks": names if names else "none: whole frame foreground",
                 "background": "image" if item.background is not None else "from references",
             }
-            out.append(Layers(color=color, fill=fill, line=line, review=review, stats=stats))
+            if s.hires.enabled:
+                conditions = dict(
+                    references=references[index : index + 1],
+                    reference_masks=reference_masks[index : index + 1],
+                    background=None if backgrounds is None else backgrounds[index : index + 1],
+                    **guidance, **condition_settings,
+                )
+                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, conditions, s)
+            else:
+                full = canvas.take(base, item.line_art.shape[:2])
+            out.append(deliver_layers(item, full, names, s, stats))
         return out
+
+
+def hires_colour(pipeline: Any, item: WorkItem, canvas: Canvas, base: np.ndarray, conditions: dict[str, Any],
+                 s: DiffusionSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """The hi-res pass on one frame, for any pipeline with a ``tile_predictor(sketch, *, sketch_mask,
+    **conditions)`` (see `hires.HiresPipeline`): `base` is the generated canvas image (H x W x 3 in
+    [0, 1]) placed by `canvas`; returns the colour at the line art's size and facts for the log."""
+    shape = item.line_art.shape[:2]
+    target = delivery_canvas(shape, s.hires)
+    inner = base[canvas.top : canvas.top + canvas.inner_h, canvas.left : canvas.left + canvas.inner_w]
+    mask, _ = mask_input(item.masks, shape, target)
+    predict = pipeline.tile_predictor(
+        torch.from_numpy(sketch_input(item.line_art, target)[None]),
+        sketch_mask=torch.from_numpy(mask[None]),
+        **conditions,
+    )
+    refined = refine_frame(pipeline, predict, inner, target, s.hires, steps=s.hires.steps or s.steps, seed=item.seed)
+    facts = {"size": [target.width, target.height], "strength": s.hires.strength, "tile": s.hires.tile,
+             "overlap": s.hires.overlap}
+    return target.take(refined, shape), facts
+
+
+def deliver_layers(item: WorkItem, full: np.ndarray, mask_names: list[str], s: DiffusionSettings,
+                   stats: dict[str, Any]) -> Layers:
+    """The frame's layers from the generated colour at the line art's size (H x W x 3 in [0, 1]):
+    as generated (``palette: model``) or snapped to the palette (``palette: snap``); the generated
+    colour without lines is the ``shade`` layer either way."""
+    color, fill, line, review = layers_from_colour(full, item.line_art, mask_names)
+    if s.palette != "snap":
+        return Layers(color=color, fill=fill, line=line, review=review, stats=stats, shade=fill)
+    snapped = snap_layers(item, full, s.snap)
+    return Layers(color=snapped.color, fill=snapped.fill, line=snapped.line, review=snapped.review,
+                  stats={**stats, **snapped.stats}, shade=fill)
 
 
 def sheets_of(item: WorkItem) -> list:

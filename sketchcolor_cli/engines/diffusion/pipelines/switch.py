@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -248,14 +248,16 @@ class SwitchPipeline(DiffusionPipeline):
         reference_mask_threshold: float,
         background_enhance: bool,
         foreground_enhance: bool,
+        encoded_context: tuple[torch.Tensor, list[int]] | None = None,
     ) -> "Conditions":
         """Everything the UNet needs besides the latents and the timestep, for all guidance
-        branches at once (upstream's ``prepare_conditions``)."""
+        branches at once (upstream's ``prepare_conditions``). `encoded_context`: what
+        `encode_context` gave for these references, when already known (the hi-res tiles share it)."""
         device, dtype = self.run_device, self.unet.dtype
         mask_guided = background_enhance or foreground_enhance
         if mask_guided and sketch_mask is None:
             raise ValueError("background/foreground enhance needs a sketch mask")
-        context, segments = self.encode_context(
+        context, segments = encoded_context or self.encode_context(
             references, reference_masks, background,
             background_enhance=background_enhance, foreground_enhance=foreground_enhance,
             sketch_mask_threshold=sketch_mask_threshold, reference_mask_threshold=reference_mask_threshold,
@@ -304,6 +306,53 @@ class SwitchPipeline(DiffusionPipeline):
             reference_cfg=use_reference_cfg,
             sketch_cfg=use_sketch_cfg,
         )
+
+    def tile_predictor(
+        self,
+        sketch: torch.Tensor,
+        references: list[list[torch.Tensor]],
+        *,
+        sketch_mask: torch.Tensor | None = None,
+        reference_masks: list[list[torch.Tensor]] | None = None,
+        background: list[torch.Tensor] | None = None,
+        reference_guidance: float = 4.0,
+        sketch_guidance: float = 1.0,
+        guidance_start: float = 0.0,
+        guidance_end: float = 1.0,
+        **condition_settings: Any,
+    ) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """For the hi-res pass (`..hires`): a function (latent box, latents of that tile, t) ->
+        the guided model output there. `sketch` and `sketch_mask` are at the delivery canvas's
+        size; the references' context is encoded once, each tile's sketch features and mask once
+        (on first use) and kept for the following steps. `condition_settings`: the other
+        `prepare_conditions` settings (strengths, thresholds, enhances)."""
+        settings = dict(condition_settings)
+        encoded = self.encode_context(
+            references, reference_masks, background,
+            background_enhance=settings["background_enhance"], foreground_enhance=settings["foreground_enhance"],
+            sketch_mask_threshold=settings["sketch_mask_threshold"],
+            reference_mask_threshold=settings["reference_mask_threshold"],
+        )
+        per_tile: dict[Any, Conditions] = {}
+        train_steps = self.scheduler.config.num_train_timesteps
+
+        def predict(box: Any, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if box not in per_tile:
+                rows, cols = box.pixels
+                per_tile[box] = self.prepare_conditions(
+                    sketch[:, :, rows, cols], references,
+                    sketch_mask=None if sketch_mask is None else sketch_mask[:, :, rows, cols],
+                    reference_masks=reference_masks, background=background,
+                    reference_guidance=reference_guidance, sketch_guidance=sketch_guidance,
+                    encoded_context=encoded, **settings,
+                )
+            progress = 1 - float(t) / (train_steps - 1)
+            in_window = guidance_start <= progress <= guidance_end
+            with self._placed(self.unet):
+                branches = self.evaluate(per_tile[box], latents, t, in_window)
+            return self.combine(branches, per_tile[box], reference_guidance, sketch_guidance)
+
+        return predict
 
     def evaluate(self, conditions: "Conditions", latents: torch.Tensor, t: torch.Tensor | int,
                  in_window: bool = True) -> tuple[torch.Tensor, ...]:
