@@ -37,6 +37,12 @@ from ..models.xl_reference_encoder import xl_reference_context
 from .switch import Conditions, SwitchPipeline, _step_generator
 
 
+def scalar_embedding(values: list[float], dim: int) -> torch.Tensor:
+    """Upstream's ``y``: [sinusoid(v) for v in values] concatenated (cos first, float32):
+    [1, len(values) * dim]."""
+    return sinusoidal_embedding(torch.tensor(values, dtype=torch.float32), dim).reshape(1, -1)
+
+
 def pad_reference(image: torch.Tensor, scale: float, fill: float) -> torch.Tensor:
     """Upstream's "reference padding scale": the reference centred in a canvas `scale` times as
     wide, filled with `fill` (white paper for images, 0 for masks)."""
@@ -91,9 +97,7 @@ class XLPipeline(SwitchPipeline):
     # -- conditions --------------------------------------------------------------------------
 
     def embed_scalars(self, values: list[float]) -> torch.Tensor:
-        """[sinusoid(v) for v in values] concatenated: [1, len(values) * scalar_embed_dim], float32."""
-        embedded = sinusoidal_embedding(torch.tensor(values, dtype=torch.float32), self.scalar_embed_dim)
-        return embedded.reshape(1, -1).to(self.run_device)
+        return scalar_embedding(values, self.scalar_embed_dim).to(self.run_device)
 
     def _context(self, images: list[list[torch.Tensor]]) -> torch.Tensor:
         device = self.run_device
