@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
 from ..models.threshold_embedder import sinusoidal_embedding
-from ..models.unet_xl import ReferenceNetXL
 from ..models.xl_attention import XLAttention, transformer_block_names
 from ..models.xl_reference_encoder import xl_reference_context
 from .switch import Conditions, SwitchPipeline, _step_generator
@@ -82,6 +81,7 @@ class XLPipeline(SwitchPipeline):
         DiffusionPipeline.__init__(self)
         self.register_modules(unet=unet, vae=vae, sketch_encoder=sketch_encoder, image_encoder=image_encoder,
                               tagger=tagger, proj=proj, scheduler=scheduler, reference_net=reference_net)
+        self.xlv2 = reference_net is not None  # the xlv2 attention (soft split, bank readers)
         self.scalar_embed_dim = scalar_embed_dim
         self.aesthetic_score = aesthetic_score
         self.offload_device: torch.device | None = None
@@ -92,7 +92,7 @@ class XLPipeline(SwitchPipeline):
 
     @property
     def is_xlv2(self) -> bool:
-        return isinstance(self.reference_net, ReferenceNetXL)
+        return self.xlv2
 
     # -- conditions --------------------------------------------------------------------------
 
