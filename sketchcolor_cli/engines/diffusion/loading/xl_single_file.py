@@ -184,6 +184,7 @@ def load_xl_components(
 @torch.no_grad()
 def merge_background_lora(unet, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], sign: float = 1.0) -> None:
     """``W += sign * up @ down`` for each adapted weight (computed in float32)."""
+    unet = getattr(unet, "_orig_mod", unet)  # a torch.compile'd UNet holds the module here
     for key, (down, up) in factors.items():
         weight = unet.get_parameter(key)
         delta = (up.to(weight.device, torch.float32) @ down.to(weight.device, torch.float32)) * sign

@@ -24,6 +24,7 @@ reduced to 1/8 by nearest neighbour, as upstream hands it over.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,6 +74,11 @@ def xlv2_reference_strengths(unet, strength: float) -> list[float]:
     return [1.0 if n.startswith("mid_block") or (finest and n.startswith(finest)) else strength for n in names]
 
 
+@dataclass
+class XLConditions(Conditions):
+    y: torch.Tensor | None = None  # [branches * B, 2 * scalar_embed_dim]
+
+
 class XLPipeline(SwitchPipeline):
     """Reference-based sketch colorization with the xl or xlv2 model."""
 
@@ -113,8 +119,16 @@ class XLPipeline(SwitchPipeline):
                           background_masks: list[torch.Tensor], height: int, width: int,
                           generators: list[torch.Generator]) -> list[torch.Tensor]:
         """The ReferenceNet's banks, per decoder block [B, N, C] (one row per frame)."""
+        latents = self.background_latents(backgrounds, height, width, generators)
+        ys = [self.embed_scalars([0.0, 0.0, *crop_fractions(height, width, b.shape[1], b.shape[2])]) for b in backgrounds]
+        return self.reference_net_banks(latents, sketch_mask, background_masks, torch.cat(ys))
+
+    def background_latents(self, backgrounds: list[torch.Tensor], height: int, width: int,
+                           generators: list[torch.Generator]) -> torch.Tensor:
+        """Each background resized (bicubic) to the generation size and VAE-encoded: a posterior
+        SAMPLE (not the mean), as upstream takes it, times the VAE scale. [B, 4, H/8, W/8]."""
         device = self.run_device
-        latents, ys = [], []
+        latents = []
         with self._placed(self.vae):
             for background, generator in zip(backgrounds, generators):
                 image = F.interpolate(background[None].to(device, torch.float32), size=(height, width), mode="bicubic")
@@ -122,8 +136,14 @@ class XLPipeline(SwitchPipeline):
                 noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(device)
                 sample = posterior.mean.float() + posterior.std.float() * noise
                 latents.append(sample * self.vae.config.scaling_factor)
-                ch, cw = crop_fractions(height, width, background.shape[1], background.shape[2])
-                ys.append(self.embed_scalars([0.0, 0.0, ch, cw]))
+        return torch.cat(latents)
+
+    def reference_net_banks(self, latents: torch.Tensor, sketch_mask: torch.Tensor,
+                            background_masks: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
+        """One ReferenceNet pass at t = 0 on [latent, sketch mask 1/8 (nearest), background mask
+        resized bicubically to the generation size then 1/8 (nearest)]; returns its banks."""
+        device = self.run_device
+        height, width = sketch_mask.shape[-2:]
         masks = []
         for frame_mask, reference_mask in zip(sketch_mask, background_masks):
             s = F.interpolate(frame_mask[None].to(device, torch.float32), scale_factor=0.125)
@@ -132,7 +152,7 @@ class XLPipeline(SwitchPipeline):
         net = self.reference_net
         with self._placed(net):
             split = XLAttention()
-            net(torch.cat([torch.cat(latents), torch.cat(masks)], 1).to(net.dtype), torch.cat(ys).to(net.dtype), split)
+            net(torch.cat([latents.to(device), torch.cat(masks)], 1).to(net.dtype), y.to(device, net.dtype), split)
         return [split.bank_store[i] for i in range(len(split.bank_store))]
 
     @torch.no_grad()
@@ -223,7 +243,7 @@ class XLPipeline(SwitchPipeline):
         background_enhance: bool,
         reference_padding: float,
         generators: list[torch.Generator],
-    ) -> Conditions:
+    ) -> XLConditions:
         device, dtype = self.run_device, self.unet.dtype
         batch, _, height, width = sketch.shape
         references = [[pad_reference(r, reference_padding, 1.0) for r in refs] for refs in references]
@@ -289,25 +309,24 @@ class XLPipeline(SwitchPipeline):
             mask_threshold=sketch_mask_threshold,
             banks=None if banks is None else [b.to(dtype).repeat(branches, 1, 1) for b in banks],
         )
-        conditions = Conditions(
+        return XLConditions(
             context=torch.cat(contexts),
             sketch_features=[torch.cat(level) for level in zip(*sketch_features)],
             split=split,  # type: ignore[arg-type]
             branches=branches,
             reference_cfg=use_reference_cfg,
             sketch_cfg=use_sketch_cfg,
+            y=y.repeat(branches, 1).to(dtype),
         )
-        conditions.y = y.repeat(branches, 1).to(dtype)  # type: ignore[attr-defined]
-        return conditions
 
-    def evaluate(self, conditions: Conditions, latents: torch.Tensor, t: torch.Tensor | int,
+    def evaluate(self, conditions: XLConditions, latents: torch.Tensor, t: torch.Tensor | int,
                  in_window: bool = True) -> tuple[torch.Tensor, ...]:
         """One batched UNet evaluation of every guidance branch; outside the guidance window every
         branch gets a zero context (what upstream's single zero token gives: keys and values
         without bias make a zero attention output either way)."""
         context = conditions.context if in_window else torch.zeros_like(conditions.context)
         model_in = latents.to(self.unet.dtype).repeat(conditions.branches, 1, 1, 1)
-        out = self.unet(model_in, t, context, conditions.y, conditions.sketch_features, conditions.split)  # type: ignore[attr-defined]
+        out = self.unet(model_in, t, context, conditions.y, conditions.sketch_features, conditions.split)
         return out.float().chunk(conditions.branches)
 
 
