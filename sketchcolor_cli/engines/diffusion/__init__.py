@@ -14,7 +14,7 @@ checks; torch, diffusers and transformers load in `DiffusionEngine.load`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -33,13 +33,18 @@ class DiffusionSettings(EngineSettings):
     """Settings of the diffusion engine (defaults: the published model's UI)."""
 
     model: str | None = _path(
-        "The model: a single-file checkpoint (switch-eps.safetensors, mult-*.safetensors) or a folder "
-        "written by `sketchcolor convert`. Relative paths are relative to the cut folder."
+        "The model: a single-file checkpoint (switch-eps.safetensors, mult-*.safetensors; the SDXL models "
+        "sdxl-*.safetensors and xlv2-*.safetensors) or a folder written by `sketchcolor convert`. The file "
+        "name picks the architecture as upstream does. Relative paths are relative to the cut folder."
     )
     clip: str | None = _path(
-        "The reference encoder: a local folder of laion CLIP-ViT-H-14 in transformers format "
-        "(CLIPVisionModelWithProjection: config.json + model.safetensors). Not needed when the converted "
-        "model folder holds image_encoder/."
+        "The reference encoder: a local folder of laion CLIP-ViT-H-14 (switch/mult) or CLIP-ViT-bigG-14 "
+        "(xl/xlv2) in transformers format (CLIPVisionModelWithProjection: config.json + model.safetensors). "
+        "Not needed when the converted model folder holds image_encoder/."
+    )
+    tagger: str | None = _path(
+        "xl/xlv2 only: the WD tagger's weights (SmilingWolf wd-v1-4-swinv2-tagger-v2 model.safetensors, the "
+        "timm file, or its folder). Not needed when the converted model folder holds tagger/."
     )
     config: str | None = _path(
         "Architecture config (switch_config.json) for a single-file checkpoint of another shape; default: "
@@ -48,23 +53,35 @@ class DiffusionSettings(EngineSettings):
     prediction: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="What the UNet predicts; auto: as upstream, eps if the file name contains 'eps', else v."
     )
-    sampler: Literal["dpmpp_2m", "ddim", "euler_a", "unipc"] = Field(
-        "dpmpp_2m", description="dpmpp_2m: DPM-Solver++ multistep (upstream's default); ddim; euler_a: Euler "
-        "ancestral; unipc: UniPC multistep."
+    sampler: Literal["auto", "dpmpp_2m", "dpmpp_3m_sde", "ddim", "euler_a", "unipc"] = Field(
+        "auto", description="auto: upstream's default for the model (switch/mult: dpmpp_2m; xl/xlv2: "
+        "dpmpp_3m_sde); dpmpp_2m: DPM-Solver++ multistep; dpmpp_3m_sde: DPM++ 3M SDE with the exponential "
+        "schedule; ddim; euler_a: Euler ancestral; unipc: UniPC multistep."
     )
     steps: int = Field(20, ge=1, le=200, description="Denoising steps.")
-    resolution: int = Field(
-        512, ge=256, le=2048, multiple_of=64,
-        description="Long side of the generated image, in pixels (multiple of 64; the model was trained at "
-        "512, upstream allows 512-1536). The colour is resized back to the line art's own size.",
+    resolution: Annotated[int, Field(ge=256, le=2048, multiple_of=32)] | Literal["auto"] = Field(
+        "auto",
+        description="Long side of the generated image, in pixels (multiple of 32), or auto: switch/mult 512 "
+        "(trained at 512, upstream allows 512-1536); xl/xlv2 the published autofit, about 1024x1024 in area at "
+        "the frame's aspect, 768-1536 in steps of 32. The colour is resized back to the line art's own size.",
     )
     reference_guidance: float = Field(4.0, ge=0.0, le=30.0, description="Classifier-free guidance scale on the reference (> 1 turns it on).")
     sketch_guidance: float = Field(1.0, ge=0.0, le=30.0, description="Classifier-free guidance scale on the sketch (> 1 turns it on).")
     reference_strength: float = Field(1.0, ge=0.0, le=2.0, description="Scales every cross-attention output (how much the reference counts).")
     sketch_strength: float = Field(1.0, ge=0.0, le=3.0, description="Scales the sketch encoder's features.")
+    sketch_level_strengths: list[Annotated[float, Field(ge=0.0, le=3.0)]] | None = Field(
+        None, min_length=4, max_length=4,
+        description="xl/xlv2: one more factor per sketch injection point (1/8, 1/16, 1/32, 1/32; the UI's "
+        "'Sketch strength 1-4'), times sketch_strength.",
+    )
+    reference_padding: float = Field(
+        1.0, ge=1.0, le=2.0, description="xl/xlv2: the reference is centred on white paper this many times as "
+        "wide before it is encoded (the UI's 'reference padding scale').")
     background_enhance: bool = Field(
         True, description="Mask-guided split cross-attention with the background LoRA (the switch model's point): "
-        "queries inside the characters' masks attend to the reference, the rest to background tokens."
+        "queries inside the characters' masks attend to the reference, the rest to background tokens. For "
+        "xl/xlv2 this is the UI's 'low-level injection' (off there by default): the split, and for xlv2 the "
+        "ReferenceNet background bank and the merged background LoRA."
     )
     foreground_enhance: bool = Field(False, description="Use the foreground LoRA too (upstream: of little use with the released weights).")
     fg_strength: float = Field(1.0, ge=0.0, le=2.0, description="Scales the foreground attention output (split attention).")
@@ -102,7 +119,7 @@ class DiffusionSettings(EngineSettings):
 
 
 # Settings used when the model loads; they cannot change per character.
-LOAD_TIME_SETTINGS = frozenset({"model", "clip", "config", "prediction", "device", "dtype", "compile", "cpu_offload"})
+LOAD_TIME_SETTINGS = frozenset({"model", "clip", "tagger", "config", "prediction", "device", "dtype", "compile", "cpu_offload"})
 
 
 class DiffusionEngine(Engine):
@@ -119,6 +136,10 @@ class DiffusionEngine(Engine):
     def load(cls, settings: EngineSettings) -> "DiffusionEngine":
         if not isinstance(settings, DiffusionSettings):
             settings = DiffusionSettings.model_validate(settings.model_dump())
+        from .runtime_xl import XLRuntime, is_xl_model
+
+        if is_xl_model(settings):
+            return cls(settings, XLRuntime.load(settings))
         from .runtime import SwitchRuntime
 
         return cls(settings, SwitchRuntime.load(settings))

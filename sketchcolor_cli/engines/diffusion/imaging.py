@@ -45,6 +45,15 @@ class Canvas:
         width = max(64, -(-inner_w // 64) * 64)
         return cls(height, width, (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w)
 
+    @classmethod
+    def within(cls, shape: tuple[int, int], height: int, width: int) -> "Canvas":
+        """A canvas of exactly height x width with the frame scaled to fit inside it, centred (the
+        xl models' placement: upstream resizes the sketch to fit and pads it with paper)."""
+        h, w = shape
+        scale = min(height / h, width / w)
+        inner_h, inner_w = max(1, min(height, int(h * scale))), max(1, min(width, int(w * scale)))
+        return cls(height, width, (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w)
+
     def place(self, image: np.ndarray, fill: float, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
         """H x W (x C) float32 -> canvas-sized, the rest set to `fill`."""
         resized = cv2.resize(image, (self.inner_w, self.inner_h), interpolation=interpolation)
@@ -58,6 +67,19 @@ class Canvas:
         """The frame's part of a canvas image, resized to `shape` (bicubic)."""
         inner = canvas_image[self.top : self.top + self.inner_h, self.left : self.left + self.inner_w]
         return cv2.resize(np.ascontiguousarray(inner), (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def autofit_size(shape: tuple[int, int], area: int = 1024 * 1024, step: int = 32, low: int = 768,
+                 high: int = 1536) -> tuple[int, int]:
+    """The xl UI's "autofit": (height, width) of about `area` pixels at the frame's aspect, each
+    rounded to the nearest multiple of `step` and clamped to [low, high], as published."""
+    h, w = shape
+    aspect = w / h
+    new_h = int((area / aspect) ** 0.5)
+    new_w = int(new_h * aspect)
+    height = max(low, min(high, ((new_h + step // 2) // step) * step))
+    width = max(low, min(high, ((new_w + step // 2) // step) * step))
+    return height, width
 
 
 def to_unit_rgb(image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,13 @@ from .models.reference_encoder import load_clip_vision
 from .pipelines.switch import SwitchPipeline, make_scheduler
 from .snap import snap_layers
 
+SWITCH_DEFAULT_SAMPLER = "dpmpp_2m"
+SWITCH_DEFAULT_RESOLUTION = 512
+
+
+def switch_sampler(settings: DiffusionSettings) -> str:
+    return SWITCH_DEFAULT_SAMPLER if settings.sampler == "auto" else settings.sampler
+
 log = logging.getLogger(__name__)
 TILING_ABOVE_PX = 1024
 
@@ -75,7 +82,7 @@ class SwitchRuntime:
             vae=parts["vae"],
             sketch_encoder=parts["sketch_encoder"],
             image_encoder=clip,
-            scheduler=make_scheduler(settings.sampler, config.scheduler, prediction),
+            scheduler=make_scheduler(switch_sampler(settings), config.scheduler, prediction),
             threshold_embedder=parts.get("threshold_embedder"),
             cluster_transformer=parts.get("cluster_transformer"),
         )
@@ -90,7 +97,7 @@ class SwitchRuntime:
         if settings.compile:
             pipeline.unet = torch.compile(pipeline.unet)  # type: ignore[assignment]
         runtime = cls(pipeline, config, prediction, model.name)
-        runtime._sampler = settings.sampler
+        runtime._sampler = switch_sampler(settings)
         return runtime
 
     def describe(self) -> str:
@@ -99,9 +106,9 @@ class SwitchRuntime:
     def colorize(self, batch: list[WorkItem], settings: DiffusionSettings) -> list[Layers]:
         """Each frame from its characters' model sheets (key frames of the cut, which the flat
         engine carries colours from, are not references the published model was trained on)."""
-        if settings.sampler != self._sampler:
-            self.pipeline.scheduler = make_scheduler(settings.sampler, self.config.scheduler, self.prediction)
-            self._sampler = settings.sampler
+        if switch_sampler(settings) != self._sampler:
+            self._sampler = switch_sampler(settings)
+            self.pipeline.scheduler = make_scheduler(self._sampler, self.config.scheduler, self.prediction)
         vae = self.pipeline.vae
         results: dict[int, Layers] = {}
         # Items share a UNet call when their canvas and number of references agree.
@@ -109,7 +116,8 @@ class SwitchRuntime:
         for index, item in enumerate(batch):
             if not sheets_of(item):
                 raise ValueError(f"frame {item.frame}: no reference image; give the characters' model sheets")
-            canvas = Canvas.fit(item.line_art.shape[:2], settings.resolution)
+            long_side = SWITCH_DEFAULT_RESOLUTION if settings.resolution == "auto" else settings.resolution
+            canvas = Canvas.fit(item.line_art.shape[:2], long_side)
             groups.setdefault((canvas, len(sheets_of(item)), item.background is not None), []).append(index)
         limit = settings.batch_frames
         for (canvas, _, _), indices in groups.items():

@@ -135,7 +135,7 @@ AUX_KINDS: dict[str, AuxKind] = {
     # (N x 196 x 1024) that the reference encoder uses, not the published tag probabilities.
     "tagger": AuxKind(
         "tagger", "WD tagger (swinv2, 448 px): BGR image in [-1, 1] -> final-norm features N x 196 x 1024",
-        "sketchcolor_cli.engines.diffusion.models.tagger:load_tagger", ("image",), ("features",), 448,
+        "sketchcolor_cli.engines.diffusion.models.wd_tagger:load_tagger_features", ("image",), ("features",), 448,
         {"image": {0: "batch"}, "features": {0: "batch"}},
     ),
 }

@@ -9,6 +9,16 @@
 * `cluster_transformer`: the background token resampler (upstream ``ClusterTransformer``).
 * `split_attention`: the split cross-attention processor with its foreground/background LoRAs.
 
+The SDXL-based xl/xlv2 models (paper "Towards High-resolution and Disentangled Reference-based
+Sketch Colorization"):
+
+* `unet_xl`: the xl denoising UNet (sketch features after input blocks 0, 3, 6, 8; ``y``) and xlv2's
+  ReferenceNet background encoder.
+* `xl_sketch_encoder`: the multi-scale attention sketch encoder (``MultiScaleAttentionEncoder``).
+* `xl_attention`: the mask-bias split cross-attention and the reference-attention (bank) processors.
+* `xl_reference_encoder`, `wd_tagger`, `cluster_concat`: CLIP ViT-bigG beside the WD tagger
+  (SwinV2, timm's keys without timm), fused by ``ClusterConcat``.
+
 Everything here imports torch; the engine package imports this lazily.
 """
 

@@ -41,6 +41,9 @@ from ..models.split_attention import SplitAttention
 
 SAMPLERS = {
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    # The xl default (k-diffusion's DPM++ 3M SDE, "exponential" schedule, eta 1).
+    "dpmpp_3m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3,
+                                                   "use_exponential_sigmas": True}),
     "ddim": (DDIMScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
