@@ -23,6 +23,10 @@ def convert(
     prediction: Annotated[
         Optional[str], typer.Option(help="epsilon or v_prediction; default: eps if the file name says so, else v.")
     ] = None,
+    lora: Annotated[
+        Optional[Path], typer.Option(help="A file written by `sketchcolor train` (LoRA or trained weights) to merge into the folder.")
+    ] = None,
+    lora_strength: Annotated[float, typer.Option(help="How much of the LoRA to merge (1: all of it).")] = 1.0,
 ) -> None:
     """Convert a released checkpoint (switch-eps, mult-*) into a folder the diffusion engine loads fast.
 
@@ -32,6 +36,10 @@ def convert(
     Example:
 
       sketchcolor convert models/switch-eps.safetensors models/switch-eps --clip models/CLIP-ViT-H-14
+
+    With --lora, the file `sketchcolor train` wrote is merged in (the folder then needs no `lora:` setting):
+
+      sketchcolor convert models/switch-eps.safetensors models/switch-sc01 --lora runs/sc01/sc01.safetensors
     """
     if prediction not in (None, "epsilon", "v_prediction"):
         raise SketchcolorError(f"--prediction must be epsilon or v_prediction, not {prediction!r}")
@@ -43,6 +51,14 @@ def convert(
     except (CheckpointKeyError, FileNotFoundError, ValueError) as error:
         raise SketchcolorError(str(error)) from None
     console_err.print(f"converted {checkpoint} -> {folder}", highlight=False)
+    if lora is not None:
+        from sketchcolor_cli.training.lora import merge_into_folder
+
+        try:
+            merged = merge_into_folder(folder, lora, lora_strength)
+        except (FileNotFoundError, ValueError) as error:
+            raise SketchcolorError(str(error)) from None
+        console_err.print(f"merged {lora} ({merged['kind']}, strength {lora_strength}) into {folder}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

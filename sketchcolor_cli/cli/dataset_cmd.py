@@ -74,6 +74,9 @@ def build(
         raise SketchcolorError(str(error)) from None
     if report.problems:
         print_problems(report.problems)
+    if report.samples == 0:
+        console_err.print("no training samples: nothing written", highlight=False)
+        raise typer.Exit(EXIT_FRAMES_FAILED)
     if json_out:
         print(json.dumps({"path": str(report.path), "train": report.samples, "holdout": report.holdout,
                           "buckets": report.buckets, "skipped": report.skipped,

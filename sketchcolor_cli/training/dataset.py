@@ -299,7 +299,7 @@ def check_pair(line: np.ndarray, colour: np.ndarray, line_path: Path, colour_pat
     scale = max(line.shape[:2]) / 256
     if response > 0.05 and max(abs(dx), abs(dy)) * scale > MAX_SHIFT_PX * max(1.0, scale / 2):
         return Problem(
-            f"colour is shifted by about ({dx * scale:+.0f}, {dy * scale:+.0f}) px from its line art "
+            f"colour is shifted by about ({round(dx * scale):+d}, {round(dy * scale):+d}) px from its line art "
             f"{line_path.name}", file=colour_path,
             hint="re-export the colour on the line art's canvas (same registration), or leave the frame out")
     return None
@@ -492,6 +492,9 @@ def build_dataset(cuts: Iterable[Path], out: Path, options: BuildOptions | None 
         shard["sha256"] = _sha256(temp / shard["name"])
         shard["bytes"] = (temp / shard["name"]).stat().st_size
     trained = sum(s["samples"] for s in shards if s["split"] == "train")
+    if trained == 0:  # nothing to train on: write nothing, the problems say why
+        shutil.rmtree(temp, ignore_errors=True)
+        return BuildReport(out, 0, len(holdout_keys), {}, problems, skipped)
     manifest = {
         "schema_version": DATASET_SCHEMA_VERSION,
         "kind": "sketchcolor-training-set",
