@@ -263,7 +263,8 @@ def test_a_killed_process_resumes_to_the_same_weights(tiny_model, tiny_dataset, 
     straight = write_recipe(tmp_path / "straight", tiny_model, tiny_dataset, schedule__steps=8)
     assert run_cli("train", straight, "--quiet").exit_code == 0
     killed = write_recipe(tmp_path / "killed", tiny_model, tiny_dataset, schedule__steps=8)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # One thread like this process (sums in another order would differ in the last bits).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "sketchcolor_cli", "train", str(killed), "--quiet"], env=env)
     checkpoint = tmp_path / "killed" / "run" / "checkpoints" / "step-0000003" / "state.json"
     deadline = time.time() + 120
