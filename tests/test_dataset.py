@@ -170,3 +170,36 @@ def test_an_existing_dataset_is_replaced_only_when_asked(walk, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "walk"]  # no temp folders left
     with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
         assert all(name.split(".", 1)[0].startswith("walk-") for name in tar.getnames())
+
+
+def test_check_finds_a_colour_that_no_longer_lies_on_its_line_art(walk, tmp_path):
+    import hashlib
+    import io
+
+    import cv2
+
+    out = tmp_path / "ds"
+    assert run_cli("dataset", "build", walk, "-o", out, "--color", COLOR, "--resolution", "128",
+                   "--reference-size", "64", "--holdout", "0").exit_code == 0
+    shard = next((out / "shards").glob("train-*.tar"))
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    rewritten = io.BytesIO()
+    with tarfile.open(fileobj=rewritten, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in members:
+            if info.name == "walk-000002.color.png":  # someone re-exported it off register
+                pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                data = cv2.imencode(".png", np.roll(pixels, 9, axis=0))[1].tobytes()
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shard.write_bytes(rewritten.getvalue())
+    manifest = json.loads((out / "dataset.json").read_text())
+    for entry in manifest["shards"]:
+        if entry["name"].endswith(shard.name):
+            entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    result = run_cli("dataset", "check", out, "--json")
+    assert result.exit_code == 1
+    problems = [p for p in json.loads(result.stdout)["problems"] if p["severity"] == "error"]
+    assert len(problems) == 1 and "sample walk-000002: colour is shifted by about (+0, +9) px" in problems[0]["message"]
+    assert "0002.png" in problems[0]["hint"]

@@ -256,6 +256,9 @@ def test_a_run_stopped_midway_resumes_to_the_same_weights(tiny_model, tiny_datas
     assert [r["step"] for r in metrics(tmp_path / "stopped" / "run") if "loss" in r] == [1, 2, 3, 4]
     straight_losses = [r["loss"] for r in metrics(tmp_path / "straight" / "run") if "loss" in r]
     assert [r["loss"] for r in metrics(tmp_path / "stopped" / "run") if "loss" in r] == straight_losses
+    # Resuming with settings that move the data position is refused, naming them.
+    changed = run_cli("train", stopped, "--quiet", "--set", "schedule.batch_size=3", "--set", "schedule.steps=6")
+    assert changed.exit_code == 2 and "schedule.batch_size: 2 -> 3" in " ".join(changed.output.split())
 
 
 @pytest.mark.slow

@@ -663,6 +663,7 @@ def check_dataset(path: Path, *, decode: bool = True) -> CheckReport:
                                         hint=f"the target must never be its own reference; {rebuild}"))
             if not decode:
                 continue
+            decoded: dict[str, np.ndarray] = {}
             for extension, channels in (("line.png", 3), ("color.png", 3), ("mask.png", 1)):
                 try:
                     image = decode_png(read_member(member, extension), f"{where}.{extension}")
@@ -673,6 +674,15 @@ def check_dataset(path: Path, *, decode: bool = True) -> CheckReport:
                 if got != size or (image.ndim == 3) != (channels == 3):
                     problems.append(Problem(f"sample {key}: {extension} is {got[0]}x{got[1]}, the sample says "
                                             f"{size[0]}x{size[1]}", file=file, hint=rebuild))
+                    continue
+                decoded[extension] = image
+            if "line.png" in decoded and "color.png" in decoded:
+                dx, dy, response = alignment_offset(decoded["line.png"], decoded["color.png"])
+                if response > 0.05 and max(abs(dx), abs(dy)) > MAX_SHIFT_PX:
+                    source = meta.get("source", {}).get("color", "its colour frame")
+                    problems.append(Problem(
+                        f"sample {key}: colour is shifted by about ({round(dx):+d}, {round(dy):+d}) px from its line art",
+                        file=file, hint=f"fix {source} (same canvas as its line art) and build again"))
             for ref in stored:
                 for extension in (f"ref{ref}.png", f"ref{ref}mask.png"):
                     if extension not in member.members:

@@ -199,6 +199,7 @@ def train(recipe: Recipe, *, stop_after: int | None = None, progress: bool = Tru
     # -- resume ----------------------------------------------------------------------------
     step = 0
     found = _checkpoints(checkpoint_dir)
+    _check_same_run(log_dir, recipe, bool(found), main)
     if found:
         latest = found[-1]
         state = json.loads((latest / CHECKPOINT_STATE).read_text())
@@ -307,6 +308,37 @@ def train(recipe: Recipe, *, stop_after: int | None = None, progress: bool = Tru
         display.note(f"wrote {output} ({kind}, {len(tensors)} tensors)")
     accelerator.wait_for_everyone()
     return TrainResult(output, step, resumed_from, last_loss, log_dir)
+
+
+# What must not change between a run and its resumption (the data position and the draws depend on them).
+RUN_DEFINING = ("train", "dataset", "schedule.batch_size", "schedule.gradient_accumulation", "schedule.seed",
+                "model.checkpoint", "model.family")
+
+
+def _check_same_run(log_dir: Path, recipe: Recipe, resuming: bool, main: bool) -> None:
+    data = recipe.model_dump(mode="json")
+
+    def pick(values: dict) -> dict:
+        out = {}
+        for dotted in RUN_DEFINING:
+            node: Any = values
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            out[dotted] = node
+        return out
+
+    record = log_dir / "run.json"
+    if resuming and record.is_file():
+        before = pick(json.loads(record.read_text()))
+        changed = [f"{k}: {before[k]!r} -> {v!r}" for k, v in pick(data).items() if before[k] != v]
+        if changed:
+            raise ValueError(f"{log_dir} holds checkpoints of a run with other settings ({'; '.join(changed)}); "
+                             "resume with the same settings, or give this run another log_dir")
+    elif main:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        temp = record.with_name(".run.json.tmp")
+        temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(temp, record)
 
 
 def _save_checkpoint(accelerator, folder: Path, step: int, model, optimizer, scheduler, ema, generator, keep: int) -> None:
