@@ -383,3 +383,14 @@ def test_a_lora_that_does_not_fit_the_base_model_is_refused_with_its_keys(tiny_m
     assert f"{layer}: up (32, 4) @ down (4, 1024)" in text
     assert "unet.down_blocks.7.attentions.0.transformer_blocks.0.attn2.to_q" in text
     assert "another-model.safetensors" in text
+
+
+def test_the_example_recipe_is_valid_and_its_paths_are_relative_to_it():
+    from sketchcolor_cli.training.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "examples" / "train-switch.yaml")
+    assert recipe.train == "switch" and recipe.model.family == "switch"
+    assert Path(recipe.model.checkpoint) == (ROOT / "models" / "switch-eps.safetensors").resolve()
+    assert Path(recipe.dataset) == (ROOT / "datasets" / "sc01").resolve()
+    assert Path(recipe.output) == (ROOT / "runs" / "switch-sc01" / "switch-sc01.safetensors").resolve()
+    assert recipe.loss.threshold_min == 0.05 and recipe.loss.threshold_max == 0.95  # as published

@@ -69,7 +69,9 @@ def automatic_masks() -> AutoMaskFunction | None:
     it can register itself; None when no such module is installed."""
     if "default" not in AUTO_MASKS:
         try:
-            import sketchcolor_cli.masks  # noqa: F401  (registers into AUTO_MASKS when present)
+            import importlib
+
+            importlib.import_module("sketchcolor_cli.masks")  # registers into AUTO_MASKS when present
         except ImportError:
             return None
     return AUTO_MASKS.get("default")

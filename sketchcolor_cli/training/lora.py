@@ -17,7 +17,6 @@ for another base model is refused before anything changes.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
