@@ -5,9 +5,9 @@ and an ESTIMATE of what a full-size xl step needs at 1024 px in bf16.
 
     python benchmarks/training_step.py [--size 256] [--steps 3] [--modes switch,lora]
 
-Peak memory is the process's peak resident set (VmHWM, reset before each configuration through
-/proc/self/clear_refs) minus the resident set before the first step of that configuration: the
-activations, gradients and optimizer state one step adds. The machine is shared: run it once.
+Each configuration runs in a fresh process. Peak memory is that process's peak resident set
+(VmHWM) over its steps minus its resident set once the model is built: the activations,
+gradients and optimizer state a step adds. The machine is shared: run it once.
 Writes benchmarks/results/training_step.{json,md}.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,13 +36,6 @@ def rss(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 def available_gib() -> float:
@@ -86,7 +80,6 @@ def measure(mode: str, checkpointing: bool, size: int, steps: int) -> dict:
     }
     generator = torch.Generator().manual_seed(0)
     before = rss("VmRSS")
-    reset_peak()
     times = []
     for _ in range(steps + 1):  # the first step allocates the optimizer state; not timed
         start = time.perf_counter()
@@ -167,16 +160,26 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--modes", default="switch,lora")
-    parser.add_argument("--min-free-gib", type=float, default=14.0)
+    parser.add_argument("--min-free-gib", type=float, default=12.0)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # MODE:on|off, one configuration (internal)
     args = parser.parse_args()
     free = available_gib()
-    if free < args.min_free_gib:
+    if not args.one and free < args.min_free_gib:
         sys.exit(f"only {free:.1f} GiB available; the full-size model needs about {args.min_free_gib} GiB. "
                  "Run it when the machine is quieter")
+    if args.one:
+        mode, checkpointing = args.one.split(":")
+        print(json.dumps(measure(mode, checkpointing == "on", args.size, args.steps)), flush=True)
+        return
     measured = []
     for mode in args.modes.split(","):
-        for checkpointing in (False, True):
-            result = measure(mode, checkpointing, args.size, args.steps)
+        for checkpointing in ("off", "on"):
+            # A fresh process per configuration: its peak resident set is its own.
+            done = subprocess.run([sys.executable, __file__, "--one", f"{mode}:{checkpointing}", "--size",
+                                   str(args.size), "--steps", str(args.steps)], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{mode} (checkpointing {checkpointing}) failed:\n{done.stderr[-2000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps(result), flush=True)
             measured.append(result)
     estimate = estimate_xl(measured)

@@ -151,8 +151,12 @@ def _duration(seconds: float) -> str:
 
 
 def build_model(recipe: Recipe):
-    """The family's training module (switch now; xl adds its own module with the same methods:
-    trainable_named, trainable_parameters, draw, forward, export, sample_images)."""
+    """The family's training module. switch now; xl adds its own module (its UNet a diffusers
+    UNet2DConditionModel with the SDXL config, where `gram.published_gram_blocks` finds the
+    published blocks) with the same surface: ``trainable_named()``, ``trainable_parameters()``,
+    ``draw(batch, generator, losses)``, ``forward(batch, draws, use_gram) -> {diffusion_loss,
+    gram_loss}``, ``export() -> (tensors, kind)``, ``sample_images(...)``, ``prediction`` and
+    ``reference_size``."""
     if recipe.model.family == "switch":
         from .switch import SwitchTraining, load_base
 
@@ -228,13 +232,13 @@ def train(recipe: Recipe, *, stop_after: int | None = None, progress: bool = Tru
         ema.to(device)
 
     samples = ShardSamples(Path(recipe.dataset), "train", seed=recipe.schedule.seed,
-                           reference_size=unwrapped.clip.config.image_size)
+                           reference_size=unwrapped.reference_size)
     batches = BucketBatches([s.size for s in samples.samples], recipe.schedule.batch_size, recipe.schedule.seed,
                             accelerator.process_index, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(samples, batch_sampler=StreamSampler(batches, step * accumulation),
                                          collate_fn=collate, num_workers=recipe.workers)
     holdout = ShardSamples(Path(recipe.dataset), "holdout", seed=recipe.validation.seed,
-                           reference_size=unwrapped.clip.config.image_size)
+                           reference_size=unwrapped.reference_size)
 
     metrics = MetricsLog(log_dir, resumed_from, main)
     total = recipe.schedule.steps

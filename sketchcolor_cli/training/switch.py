@@ -110,6 +110,11 @@ class SwitchTraining(nn.Module):
                 self.gram_paths = list(gram_blocks)
             self.gram_hooks = GramHooks(self.unet, self.gram_paths)
 
+    @property
+    def reference_size(self) -> int:
+        """Side of the square the data loader stretches references to (the encoder's input)."""
+        return int(self.clip.config.image_size)
+
     # -- parts and parameters ------------------------------------------------------------
 
     def _parts(self) -> dict[str, nn.Module]:
