@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Extras to install (dev = tests, ray = the Ray backend and its tests). On CPU machines constraints/cpu.txt pins torch to the CPU wheel
+# Extras to install (dev = tests, ray = the Ray backend and its tests, train = fine-tuning). On CPU machines constraints/cpu.txt pins torch to the CPU wheel
 # (torch==2.13.0) so that the diffusion extra never pulls several GB of CUDA packages.
-EXTRAS ?= dev,diffusion,ray
+EXTRAS ?= dev,diffusion,ray,train
 CONSTRAINTS ?= constraints/cpu.txt
 DEMO_OUT ?= out/walk
 

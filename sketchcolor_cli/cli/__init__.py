@@ -11,6 +11,7 @@ from sketchcolor_cli import __version__
 from sketchcolor_cli.cli import (
     config_cmd,
     convert_cmd,
+    dataset_cmd,
     eval_cmd,
     farm_cmd,
     frame_cmd,
@@ -18,6 +19,7 @@ from sketchcolor_cli.cli import (
     masks_cmd,
     presets_cmd,
     run_cmd,
+    train_cmd,
 )
 from sketchcolor_cli.cli.common import console_err, print_problems
 from sketchcolor_cli.errors import EXIT_USAGE, ManifestError, SketchcolorError
@@ -82,6 +84,8 @@ for module in (run_cmd, frame_cmd, inspect_cmd, config_cmd, eval_cmd, convert_cm
     module.register(app)
 app.add_typer(presets_cmd.app, name="presets")
 farm_cmd.register(app)
+app.add_typer(dataset_cmd.app, name="dataset")
+train_cmd.register(app)
 
 
 def main() -> None:

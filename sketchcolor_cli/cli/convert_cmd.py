@@ -34,6 +34,10 @@ def convert(
     size: Annotated[
         Optional[int], typer.Option(min=32, help="With --to onnx: the square input side (default: the published one, 1024 isnet, 448 tagger).")
     ] = None,
+    lora: Annotated[
+        Optional[Path], typer.Option(help="A file written by `sketchcolor train` (LoRA or trained weights) to merge into the folder.")
+    ] = None,
+    lora_strength: Annotated[float, typer.Option(help="How much of the LoRA to merge (1: all of it).")] = 1.0,
 ) -> None:
     """Convert a released checkpoint (switch-eps, mult-*, sdxl-*, xlv2-*) into a folder the diffusion engine loads fast.
 
@@ -50,6 +54,10 @@ def convert(
 
     With --to onnx the torch model (strictly loaded from the .safetensors) is exported and both are
     run on the same input; an export that differs by 1e-3 or more is refused and removed.
+
+    With --lora, the file `sketchcolor train` wrote is merged in (the folder then needs no `lora:` setting):
+
+      sketchcolor convert models/switch-eps.safetensors models/switch-sc01 --lora runs/sc01/sc01.safetensors
     """
     if to not in ("folder", "onnx"):
         raise SketchcolorError(f"--to must be folder or onnx, not {to!r}")
@@ -58,12 +66,16 @@ def convert(
         return
     if kind is not None or size is not None:
         raise SketchcolorError("--kind and --size go with --to onnx")
+    if to == "onnx" and lora is not None:
+        raise SketchcolorError("--lora goes with --to folder")
     if prediction not in (None, "epsilon", "v_prediction"):
         raise SketchcolorError(f"--prediction must be epsilon or v_prediction, not {prediction!r}")
     from sketchcolor_cli.engines.diffusion.loading import CheckpointKeyError, SwitchConfig, save_converted
     from sketchcolor_cli.engines.diffusion.loading.xl_configs import XLConfig, family_from_name, is_xl_config_file
 
     xl = is_xl_config_file(config) if config else family_from_name(checkpoint.name) in ("xl", "xlv2")
+    if lora is not None and xl:
+        raise SketchcolorError("--lora: trained files are for the switch model so far (xl training is not built yet)")
     if tagger is not None and not xl:
         raise SketchcolorError("--tagger is for the xl/xlv2 models only")
     try:
@@ -80,6 +92,14 @@ def convert(
     except (CheckpointKeyError, FileNotFoundError, ValueError) as error:
         raise SketchcolorError(str(error)) from None
     console_err.print(f"converted {checkpoint} -> {folder}", highlight=False)
+    if lora is not None:
+        from sketchcolor_cli.training.lora import merge_into_folder
+
+        try:
+            merged = merge_into_folder(folder, lora, lora_strength)
+        except (FileNotFoundError, ValueError) as error:
+            raise SketchcolorError(str(error)) from None
+        console_err.print(f"merged {lora} ({merged['kind']}, strength {lora_strength}) into {folder}", highlight=False)
 
 
 def _to_onnx(checkpoint: Path, out: Path, kind: str | None, size: int | None) -> None:

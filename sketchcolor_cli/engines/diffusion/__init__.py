@@ -50,6 +50,11 @@ class DiffusionSettings(EngineSettings):
         "Architecture config (switch_config.json) for a single-file checkpoint of another shape; default: "
         "the published architecture, picked by the file name (mult* or switch)."
     )
+    lora: str | None = _path(
+        "A file written by `sketchcolor train` (LoRA or trained switch weights, .safetensors) applied to the model "
+        "when it loads; it must fit the base model it was trained on."
+    )
+    lora_strength: float = Field(1.0, ge=-2.0, le=2.0, description="How much of the trained change the LoRA file applies (1: all of it, 0: none).")
     prediction: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="What the UNet predicts; auto: as upstream, eps if the file name contains 'eps', else v."
     )
@@ -119,7 +124,8 @@ class DiffusionSettings(EngineSettings):
 
 
 # Settings used when the model loads; they cannot change per character.
-LOAD_TIME_SETTINGS = frozenset({"model", "clip", "tagger", "config", "prediction", "device", "dtype", "compile", "cpu_offload"})
+LOAD_TIME_SETTINGS = frozenset({"model", "clip", "tagger", "config", "prediction", "device", "dtype", "compile",
+                                "cpu_offload", "lora", "lora_strength"})
 
 
 class DiffusionEngine(Engine):

@@ -76,6 +76,8 @@ class SwitchRuntime:
             prediction = settings.prediction
         else:
             prediction = config.prediction_type or prediction_from_name(model.name)
+        if settings.lora:
+            apply_lora_setting(parts, settings.lora, settings.lora_strength)
         clip = load_clip_vision(clip_path)
         pipeline = SwitchPipeline(
             unet=parts["unet"],
@@ -229,6 +231,21 @@ def deliver_layers(item: WorkItem, full: np.ndarray, mask_names: list[str], s: D
     snapped = snap_layers(item, full, s.snap)
     return Layers(color=snapped.color, fill=snapped.fill, line=snapped.line, review=snapped.review,
                   stats={**stats, **snapped.stats}, shade=fill)
+
+
+def apply_lora_setting(parts: dict[str, Any], path: str, strength: float) -> None:
+    """engine.diffusion.lora: a file written by `sketchcolor train`, applied before anything runs;
+    one that does not fit the base model is refused with its keys and shapes named."""
+    from sketchcolor_cli.training.lora import apply_trained_file
+
+    lora = Path(path).expanduser()
+    if not lora.is_file():
+        raise FileNotFoundError(f"engine.diffusion.lora: {lora} does not exist; give the .safetensors file `sketchcolor train` wrote")
+    try:
+        applied = apply_trained_file(parts, lora, strength)
+    except ValueError as error:
+        raise ValueError(f"engine.diffusion.lora: {error}") from None
+    log.info("applied %s (%s, %d tensors, strength %s)", lora.name, applied["kind"], applied["tensors"], strength)
 
 
 def sheets_of(item: WorkItem) -> list:

@@ -83,6 +83,9 @@ class XLRuntime:
 
     @classmethod
     def load(cls, settings: DiffusionSettings) -> "XLRuntime":
+        if settings.lora:
+            raise ValueError("engine.diffusion.lora: trained files are for the switch model so far "
+                             "(`sketchcolor train` does not train xl yet); remove the setting for this model")
         model = Path(settings.model).expanduser()  # type: ignore[arg-type]
         if not model.exists():
             raise FileNotFoundError(f"engine.diffusion.model: {model} does not exist")

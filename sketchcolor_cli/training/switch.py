@@ -1,0 +1,270 @@
+"""The switch model's training step (paper a, ``refnet/models/trainer/mask.py: DualMaskTrainer``),
+with the dual-branch Gram regularization of paper b available on top.
+
+Per sample, two mask thresholds are drawn uniformly from [0.05, 0.95]: the reference threshold
+(the reference's foreground at or above it is painted white for the background tokens, whose
+threshold embedding is added before the ClusterTransformer) and the sketch threshold (the split
+cross-attention's foreground/background switch, its embedding added to the foreground tokens as
+the engine does at inference). The loss is the plain MSE of the prediction (eps or v). The VAE,
+the reference encoder and (unless ``train: full``) the sketch encoder stay frozen.
+
+`SwitchTraining` is one `nn.Module` whose forward returns the losses, so that ``accelerate``
+(DDP) sees one forward per step; the random draws come in from the loop (its own generator),
+which keeps the module deterministic and a resumed run exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchcolor_cli.engines.diffusion.models.reference_encoder import reference_tokens
+from sketchcolor_cli.engines.diffusion.models.split_attention import SplitAttention, SplitCrossAttnProcessor
+
+from .gram import GramHooks, default_gram_blocks, published_gram_blocks, split_branch_loss
+from .lora import LoRALinear, inject_lora, lora_state
+
+
+@dataclass
+class Draws:
+    """Everything random about one training step, drawn by the loop."""
+
+    noise: torch.Tensor  # [B, 4, h, w]
+    latent_noise: torch.Tensor  # [B, 4, h, w], samples the VAE posterior
+    timesteps: torch.Tensor  # [B] long
+    sketch_threshold: torch.Tensor  # [B]
+    reference_threshold: torch.Tensor  # [B]
+    drop_reference: torch.Tensor  # [B] bool
+    drop_sketch: torch.Tensor  # [B] bool
+
+    def to(self, device: torch.device) -> "Draws":
+        return Draws(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+def load_base(model: Any) -> tuple[dict[str, nn.Module], Any, str, nn.Module]:
+    """The base model's parts, its SwitchConfig, prediction type and the CLIP vision tower."""
+    from sketchcolor_cli.engines.diffusion.loading import (SwitchConfig, is_converted_folder, load_converted,
+                                                            load_switch_components, prediction_from_name)
+    from sketchcolor_cli.engines.diffusion.models.reference_encoder import load_clip_vision
+
+    checkpoint = Path(model.checkpoint)
+    clip_path = Path(model.clip) if model.clip else None
+    if checkpoint.is_dir():
+        if not is_converted_folder(checkpoint):
+            raise ValueError(f"model.checkpoint: {checkpoint} is a folder but not one written by `sketchcolor convert`")
+        parts, config = load_converted(checkpoint)
+        if clip_path is None and (checkpoint / "image_encoder" / "config.json").is_file():
+            clip_path = checkpoint / "image_encoder"
+    else:
+        config = SwitchConfig.from_file(model.config) if model.config else SwitchConfig.for_checkpoint(checkpoint)
+        parts = load_switch_components(checkpoint, config)
+    if clip_path is None:
+        raise ValueError("model.clip is not set: name the local CLIP-ViT-H-14 folder (transformers format)")
+    prediction = model.prediction if model.prediction != "auto" else (
+        config.prediction_type or prediction_from_name(checkpoint.name))
+    return parts, config, prediction, load_clip_vision(clip_path)
+
+
+class SwitchTraining(nn.Module):
+    def __init__(self, parts: dict[str, nn.Module], config: Any, prediction: str, clip: nn.Module, *,
+                 train: str, lora_rank: int = 16, lora_alpha: float | None = None,
+                 lora_attentions: tuple[str, ...] = ("attn1", "attn2"), gram_blocks: Any = None,
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        if not config.has_switch_parts and train == "switch":
+            raise ValueError("train: switch needs a switch model (fg/bg LoRAs, threshold embedder, ClusterTransformer); "
+                             "this is a mult model: use train: lora or full")
+        self.unet = parts["unet"]
+        self.vae = parts["vae"]
+        self.sketch_encoder = parts["sketch_encoder"]
+        self.threshold_embedder = parts.get("threshold_embedder")
+        self.cluster_transformer = parts.get("cluster_transformer")
+        self.clip = clip
+        self.config = config
+        self.prediction = prediction
+        self.train_mode = train
+        self.noise_scheduler = DDPMScheduler.from_config({**config.scheduler, "prediction_type": prediction})
+        for module in self._parts().values():
+            module.requires_grad_(False)
+        if train == "lora":
+            self.lora_targets = inject_lora(self.unet, lora_rank, lora_alpha, lora_attentions)
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(True)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.gram_paths: list[str] = []
+        self.gram_hooks: GramHooks | None = None
+        if gram_blocks is not None:
+            if gram_blocks == "published":
+                self.gram_paths = published_gram_blocks(self.unet)
+            elif gram_blocks == "auto":
+                self.gram_paths = default_gram_blocks(self.unet)
+            else:
+                self.gram_paths = list(gram_blocks)
+            self.gram_hooks = GramHooks(self.unet, self.gram_paths)
+
+    @property
+    def reference_size(self) -> int:
+        """Side of the square the data loader stretches references to (the encoder's input)."""
+        return int(self.clip.config.image_size)
+
+    # -- parts and parameters ------------------------------------------------------------
+
+    def _parts(self) -> dict[str, nn.Module]:
+        parts = {"unet": self.unet, "vae": self.vae, "sketch_encoder": self.sketch_encoder, "clip": self.clip}
+        if self.threshold_embedder is not None:
+            parts["threshold_embedder"] = self.threshold_embedder
+            parts["cluster_transformer"] = self.cluster_transformer
+        return parts
+
+    def trainable_named(self) -> dict[str, nn.Parameter]:
+        """File key -> parameter of what this mode trains (file keys are PART.KEY)."""
+        named: dict[str, nn.Parameter] = {}
+        if self.train_mode == "lora":
+            for name, module in self.unet.named_modules():
+                if isinstance(module, LoRALinear):
+                    named[f"unet.{name}.lora_down.weight"] = module.lora_down.weight
+                    named[f"unet.{name}.lora_up.weight"] = module.lora_up.weight
+            return named
+        if self.train_mode == "switch":
+            for name, module in self.unet.named_modules():
+                if isinstance(module, SplitCrossAttnProcessor) and module.has_lora:
+                    for key, parameter in module.named_parameters():
+                        named[f"unet.{name}.{key}"] = parameter
+        else:  # full: the UNet (its LoRAs included) and the sketch encoder, as paper b trains
+            named.update({f"unet.{k}": p for k, p in self.unet.named_parameters()})
+            named.update({f"sketch_encoder.{k}": p for k, p in self.sketch_encoder.named_parameters()})
+        for part in ("threshold_embedder", "cluster_transformer"):
+            module = getattr(self, part)
+            if module is not None:
+                named.update({f"{part}.{k}": p for k, p in module.named_parameters()})
+        return named
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.trainable_named().values())
+
+    def export(self) -> tuple[dict[str, torch.Tensor], str]:
+        """(tensors, kind) for the output file."""
+        if self.train_mode == "lora":
+            return lora_state("unet", self.unet), "lora"
+        return {k: p.detach().float().cpu().contiguous() for k, p in self.trainable_named().items()}, "weights"
+
+    # -- one step ------------------------------------------------------------------------
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.vae.config.latent_channels, height // factor, width // factor
+
+    @torch.no_grad()
+    def encode_latents(self, color: torch.Tensor, latent_noise: torch.Tensor) -> torch.Tensor:
+        """Colour [B, 3, H, W] in [0, 1] -> scaled latents, a sample of the VAE posterior."""
+        posterior = self.vae.encode(color.to(self.vae.dtype) * 2 - 1).latent_dist
+        sample = posterior.mean + posterior.std * latent_noise.to(posterior.mean.dtype)
+        return sample * self.vae.config.scaling_factor
+
+    def context(self, reference: torch.Tensor, reference_mask: torch.Tensor, draws: Draws) -> tuple[torch.Tensor, list[int]]:
+        """[fg tokens + emb(sketch threshold), ClusterTransformer(bg tokens + emb(reference threshold))]."""
+        ref = reference.to(self.clip.dtype) * 2 - 1
+        fg = reference_tokens(self.clip, ref)
+        if self.threshold_embedder is None:  # mult: no background tokens
+            return fg, [fg.shape[1]]
+        # The reference's foreground at or above its threshold is painted white (upstream: where(mask < t, ref, 1)).
+        whitened = torch.where(reference_mask < draws.reference_threshold.view(-1, 1, 1, 1), ref, torch.ones_like(ref))
+        bg = reference_tokens(self.clip, whitened)
+        embedded = self.threshold_embedder(torch.cat([draws.reference_threshold, draws.sketch_threshold]))
+        ref_emb, sketch_emb = embedded.chunk(2)
+        bg = self.cluster_transformer(bg.to(ref_emb.dtype) + ref_emb)
+        fg = fg.to(sketch_emb.dtype) + sketch_emb
+        return torch.cat([fg, bg], 1), [fg.shape[1], bg.shape[1]]
+
+    def forward(self, batch: dict[str, torch.Tensor], draws: Draws, use_gram: bool = False) -> dict[str, torch.Tensor]:
+        line, color, mask = batch["line"], batch["color"], batch["mask"]
+        size = line.shape[0]
+        latents = self.encode_latents(color, draws.latent_noise)
+        sketch = 1.0 - 2.0 * line  # inverted: paper -1, ink +1, as at inference
+        sketch = torch.where(draws.drop_sketch.view(-1, 1, 1, 1), -torch.ones_like(sketch), sketch)
+        if self.train_mode == "full":
+            features = self.sketch_encoder(sketch.to(self.sketch_encoder.dtype))
+        else:
+            with torch.no_grad():
+                features = self.sketch_encoder(sketch.to(self.sketch_encoder.dtype))
+        context, segments = self.context(batch["reference"], batch["reference_mask"], draws)
+        context = torch.where(draws.drop_reference.view(-1, 1, 1), torch.zeros_like(context), context)
+        latent_mask = F.interpolate(mask.float(), scale_factor=0.125, mode="bicubic")
+        noisy = self.noise_scheduler.add_noise(latents, draws.noise, draws.timesteps)
+        if self.prediction == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, draws.noise, draws.timesteps)
+        else:
+            target = draws.noise
+        threshold = draws.sketch_threshold.view(-1, 1, 1)
+        timesteps = draws.timesteps
+        if use_gram:
+            # Mismatched branch: the same noisy latent, timestep, sketch and mask; each sample takes
+            # its neighbour's reference context (roll by one over the batch).
+            noisy = torch.cat([noisy, noisy])
+            timesteps = torch.cat([timesteps, timesteps])
+            context = torch.cat([context, torch.roll(context, 1, dims=0)])
+            features = [torch.cat([f, f]) for f in features]
+            latent_mask = torch.cat([latent_mask, latent_mask])
+            threshold = torch.cat([threshold, threshold])
+        split = None
+        if self.threshold_embedder is not None:
+            split = SplitAttention(mask=latent_mask, segments=segments, mask_threshold=threshold,  # type: ignore[arg-type]
+                                   use_fg_lora=True, use_bg_lora=True)
+        if use_gram and self.gram_hooks is None:
+            raise RuntimeError("the Gram term is on but no Gram blocks are hooked")
+        if use_gram:
+            with self.gram_hooks.recording() as outputs:  # type: ignore[union-attr]
+                prediction = self.unet(noisy, timesteps, context, features, split)
+            gram = split_branch_loss(outputs, self.gram_paths, size)
+            outputs.clear()
+        else:
+            prediction = self.unet(noisy, timesteps, context, features, split)
+            gram = torch.zeros((), device=prediction.device)
+        diffusion = F.mse_loss(prediction[:size].float(), target.float())
+        return {"diffusion_loss": diffusion, "gram_loss": gram}
+
+    # -- draws and validation ------------------------------------------------------------
+
+    def draw(self, batch: dict[str, torch.Tensor], generator: torch.Generator, losses: Any) -> Draws:
+        """The step's random draws from the loop's generator (on the CPU, moved by the caller)."""
+        size, _, height, width = batch["line"].shape
+        shape = (size,) + self.latent_shape(height, width)
+        span = losses.threshold_max - losses.threshold_min
+        return Draws(
+            noise=torch.randn(shape, generator=generator),
+            latent_noise=torch.randn(shape, generator=generator),
+            timesteps=torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=generator),
+            sketch_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
+            reference_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
+            drop_reference=torch.rand(size, generator=generator) < losses.reference_dropout,
+            drop_sketch=torch.rand(size, generator=generator) < losses.sketch_dropout,
+        )
+
+    @torch.no_grad()
+    def sample_images(self, batch: dict[str, torch.Tensor], *, steps: int, sampler: str, reference_guidance: float,
+                      seed: int) -> torch.Tensor:
+        """Colour held-out samples with the engine's own pipeline: [B, 3, H, W] in [0, 1]."""
+        from sketchcolor_cli.engines.diffusion.pipelines.switch import SwitchPipeline, make_scheduler
+
+        pipeline = SwitchPipeline(
+            unet=self.unet, vae=self.vae, sketch_encoder=self.sketch_encoder, image_encoder=self.clip,
+            scheduler=make_scheduler(sampler, self.config.scheduler, self.prediction),
+            threshold_embedder=self.threshold_embedder, cluster_transformer=self.cluster_transformer)
+        pipeline.set_progress_bar_config(disable=True)
+        device = next(self.unet.parameters()).device
+        line = batch["line"].to(device)
+        references = [[r.to(device) * 2 - 1] for r in batch["reference"]]
+        reference_masks = [[m.to(device)] for m in batch["reference_mask"]]
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(line.shape[0])]
+        switch = self.threshold_embedder is not None
+        return pipeline(1.0 - 2.0 * line, references, sketch_mask=batch["mask"].to(device),
+                        reference_masks=reference_masks, num_inference_steps=steps,
+                        reference_guidance=reference_guidance, background_enhance=switch, generator=generators)
