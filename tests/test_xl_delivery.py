@@ -146,3 +146,42 @@ def test_xlv2_hires_with_low_level_injection_reads_a_bank_per_tile(small_cut, ti
     ink = ink_of(item)
     assert np.array_equal(layers.color[ink], item.line_art[ink])
     assert np.isfinite(layers.shade.astype(np.float64)).all() and len(np.unique(layers.shade.reshape(-1, 4), axis=0)) > 50
+
+
+def test_a_tile_covering_the_canvas_reads_the_bank_upstream_computes_for_that_canvas(small_cut, tiny_xlv2, monkeypatch):
+    """The per-tile bank's inputs are the whole-frame bank's inputs when the tile is the frame:
+    the same background latent (same resize, same posterior sample), masks and crop ``y``."""
+    from sketchcolor_cli.engines.diffusion.hires import LatentBox
+    from sketchcolor_cli.engines.diffusion.imaging import reference_input, reference_mask
+    from sketchcolor_cli.engines.diffusion.pipelines.xl import XLPipeline
+
+    runtime, _ = runtime_and_settings(tiny_xlv2, background_enhance=True)
+    pipeline = runtime.pipeline
+    item = frame_item(small_cut)
+    sheet = item.references[0].image
+    references, masks = [[torch.from_numpy(reference_input(sheet))]], [[torch.from_numpy(reference_mask(sheet, 21))]]
+    sketch = torch.rand(1, 3, 192, 192, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    sketch_mask = (torch.rand(1, 1, 192, 192, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    seen: list[tuple[torch.Tensor, ...]] = []
+    banks = XLPipeline.reference_net_banks
+
+    def spy(self, latents, frame_mask, background_masks, y):
+        seen.append((latents, frame_mask, background_masks[0], y))
+        return banks(self, latents, frame_mask, background_masks, y)
+
+    monkeypatch.setattr(XLPipeline, "reference_net_banks", spy)
+    settings = dict(reference_strength=1.0, sketch_strength=1.0, sketch_level_strengths=None, fg_strength=1.0,
+                    bg_strength=1.0, merge_scale=0.0, sketch_mask_threshold=0.05, reference_mask_threshold=0.5,
+                    background_enhance=True, reference_padding=1.0)
+    with torch.no_grad():
+        pipeline.prepare_xl_conditions(sketch, references, sketch_mask=sketch_mask, reference_masks=masks,
+                                       background=None, reference_guidance=1.0, sketch_guidance=1.0,
+                                       generators=[torch.Generator().manual_seed(5)], **settings)
+        predict = pipeline.tile_predictor(sketch, references, sketch_mask=sketch_mask, reference_masks=masks,
+                                          reference_guidance=1.0, bank_seed=5, **settings)
+        predict(LatentBox(0, 0, 24, 24), torch.zeros(1, 4, 24, 24), torch.tensor(500))
+    (whole, tile) = seen
+    assert torch.allclose(whole[0], tile[0], atol=1e-5)  # the background latent
+    assert torch.equal(whole[1], tile[1]) and torch.equal(whole[3], tile[3])  # sketch mask, y
+    resized = torch.nn.functional.interpolate(whole[2][None], size=(192, 192), mode="bicubic")[0]
+    assert torch.allclose(resized, tile[2], atol=1e-5)  # the reference mask, at the frame's size
