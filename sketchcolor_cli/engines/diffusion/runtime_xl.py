@@ -1,6 +1,8 @@
 """The diffusion engine's runtime for the xl/xlv2 models: loads them once (device, dtype,
 compile, offload, the background LoRA) and turns work items into `XLPipeline` calls and its
-outputs into layers, as `runtime.SwitchRuntime` does for part 1's models."""
+outputs into layers, as `runtime.SwitchRuntime` does for part 1's models: the same delivery
+(`runtime.hires_colour` for the hi-res pass, `runtime.deliver_layers` for ``palette: snap`` and the
+shade layer)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import torch
 
 from ..base import Layers, WorkItem
 from . import DiffusionSettings
-from .imaging import Canvas, autofit_size, layers_from_colour, mask_input, reference_input, reference_mask, sketch_input
+from .hires import HIRES_SEED_OFFSET
+from .imaging import Canvas, autofit_size, mask_input, reference_input, reference_mask, sketch_input
 from .loading.configs import prediction_from_name
 from .loading.xl_configs import XLConfig, family_from_name, is_xl_config_file
 from .loading.xl_convert import is_xl_folder, load_xl_converted
@@ -22,7 +25,7 @@ from .models.reference_encoder import load_clip_vision
 from .models.wd_tagger import load_wd_tagger
 from .pipelines.switch import make_scheduler
 from .pipelines.xl import XLPipeline, describe_split
-from .runtime import TILING_ABOVE_PX, pick_device, pick_dtype, sheets_of
+from .runtime import TILING_ABOVE_PX, deliver_layers, hires_colour, pick_device, pick_dtype, sheets_of
 
 log = logging.getLogger(__name__)
 XL_DEFAULT_SAMPLER = "dpmpp_3m_sde"
@@ -186,15 +189,13 @@ class XLRuntime:
         if items[0].background is not None:
             backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
         generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
-        colour = self.pipeline(
-            torch.from_numpy(np.stack(sketches)),
-            references,
-            sketch_mask=torch.from_numpy(np.stack(masks)),
-            reference_masks=reference_masks,
-            background=backgrounds,
-            num_inference_steps=s.steps,
+        guidance = dict(
             reference_guidance=s.reference_guidance,
             sketch_guidance=s.sketch_guidance,
+            guidance_start=s.guidance_start,
+            guidance_end=s.guidance_end,
+        )
+        condition_settings = dict(
             reference_strength=s.reference_strength,
             sketch_strength=s.sketch_strength,
             sketch_level_strengths=list(s.sketch_level_strengths) if s.sketch_level_strengths else None,
@@ -205,14 +206,21 @@ class XLRuntime:
             reference_mask_threshold=s.reference_mask_threshold,
             background_enhance=s.background_enhance,
             reference_padding=s.reference_padding,
-            guidance_start=s.guidance_start,
-            guidance_end=s.guidance_end,
+        )
+        colour = self.pipeline(
+            torch.from_numpy(np.stack(sketches)),
+            references,
+            sketch_mask=torch.from_numpy(np.stack(masks)),
+            reference_masks=reference_masks,
+            background=backgrounds,
+            num_inference_steps=s.steps,
             generator=generators,
+            **guidance,
+            **condition_settings,
         )
         out = []
-        for item, image, names in zip(items, colour.numpy(), mask_names):
-            full = canvas.take(np.transpose(image, (1, 2, 0)), item.line_art.shape[:2])
-            color, fill, line, review = layers_from_colour(full, item.line_art, names)
+        for index, (item, image, names) in enumerate(zip(items, colour.numpy(), mask_names)):
+            base = np.transpose(image, (1, 2, 0))
             stats: dict[str, Any] = {
                 "seed": int(item.seed),
                 "model_size": [canvas.width, canvas.height],
@@ -221,5 +229,19 @@ class XLRuntime:
                 "background": "image" if item.background is not None else "from references",
                 "attention": describe_split(s, self.pipeline.is_xlv2),
             }
-            out.append(Layers(color=color, fill=fill, line=line, review=review, stats=stats))
+            if s.hires.enabled:
+                conditions = dict(
+                    references=references[index : index + 1],
+                    reference_masks=reference_masks[index : index + 1],
+                    background=None if backgrounds is None else backgrounds[index : index + 1],
+                    bank_seed=(int(item.seed) + HIRES_SEED_OFFSET) % (2**63),
+                    **guidance, **condition_settings,
+                )
+                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, conditions, s)
+                if s.background_enhance and self.pipeline.is_xlv2:
+                    # Each tile reads its own bank: see `XLPipeline.tile_predictor`.
+                    stats["hires"]["bank"] = "per tile (ReferenceNet on the tile's crop of the background)"
+            else:
+                full = canvas.take(base, item.line_art.shape[:2])
+            out.append(deliver_layers(item, full, names, s, stats))
         return out

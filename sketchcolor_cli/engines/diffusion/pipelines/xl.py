@@ -25,7 +25,7 @@ reduced to 1/8 by nearest neighbour, as upstream hands it over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,15 @@ def xlv2_reference_strengths(unet, strength: float) -> list[float]:
     attention_levels = [i for i, b in enumerate(unet.up_blocks) if getattr(b, "has_cross_attention", False)]
     finest = f"up_blocks.{attention_levels[-1]}." if attention_levels else None
     return [1.0 if n.startswith("mid_block") or (finest and n.startswith(finest)) else strength for n in names]
+
+
+@dataclass
+class XLReferences:
+    """The references' encoding, shared by every hi-res tile of a frame."""
+
+    context: torch.Tensor  # [B, tokens, D]: fg, or [fg, bg] with the split
+    bank_sources: list[torch.Tensor] | None = None  # xlv2 with the split: per frame the ReferenceNet's image [3, h, w]
+    bank_masks: list[torch.Tensor] | None = None  # and its mask [1, h, w]
 
 
 @dataclass
@@ -128,11 +137,18 @@ class XLPipeline(SwitchPipeline):
         """Each background resized (bicubic) to the generation size and VAE-encoded: a posterior
         SAMPLE (not the mean), as upstream takes it, times the VAE scale. [B, 4, H/8, W/8]."""
         device = self.run_device
+        images = [F.interpolate(b[None].to(device, torch.float32), size=(height, width), mode="bicubic")
+                  for b in backgrounds]
+        return self.vae_samples(images, generators)
+
+    def vae_samples(self, images: list[torch.Tensor], generators: list[torch.Generator]) -> torch.Tensor:
+        """Each [1, 3, h, w] image in [-1, 1] VAE-encoded: a posterior sample drawn with its
+        generator, times the VAE's scaling factor (from its config: SDXL 0.13025). [B, 4, h/8, w/8]."""
+        device = self.run_device
         latents = []
         with self._placed(self.vae):
-            for background, generator in zip(backgrounds, generators):
-                image = F.interpolate(background[None].to(device, torch.float32), size=(height, width), mode="bicubic")
-                posterior = self.vae.encode(image.to(self.vae.dtype)).latent_dist
+            for image, generator in zip(images, generators):
+                posterior = self.vae.encode(image.to(device, self.vae.dtype)).latent_dist
                 noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(device)
                 sample = posterior.mean.float() + posterior.std.float() * noise
                 latents.append(sample * self.vae.config.scaling_factor)
@@ -222,6 +238,45 @@ class XLPipeline(SwitchPipeline):
             decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
         return ((decoded.float().clamp(-1, 1) + 1) / 2).cpu()
 
+    def encode_references(
+        self,
+        references: list[list[torch.Tensor]],
+        reference_masks: list[list[torch.Tensor]] | None,
+        background: list[torch.Tensor] | None,
+        *,
+        background_enhance: bool,
+        reference_mask_threshold: float,
+        reference_padding: float,
+    ) -> XLReferences:
+        """The conditional branch's context (``fg``, or ``[fg, bg]`` with the split) and, for xlv2
+        with the split, what the ReferenceNet reads (one background and its mask per frame)."""
+        references = [[pad_reference(r, reference_padding, 1.0) for r in refs] for refs in references]
+        if reference_masks is not None:
+            reference_masks = [[pad_reference(m, reference_padding, 0.0) for m in masks] for masks in reference_masks]
+        context = self._context(references)
+        if not background_enhance:
+            return XLReferences(context)
+        if background is not None:
+            bg_images = [[b] for b in background]
+            bank_sources = list(background)
+            # Upstream hands the ReferenceNet the reference's mask even with a background image.
+            bank_masks = ([masks[0] for masks in reference_masks] if reference_masks is not None
+                          else [torch.zeros_like(b[:1]) for b in background])
+        else:
+            if reference_masks is None:
+                raise ValueError("the split (background_enhance) needs reference masks or a background image")
+            bg_images = [
+                [torch.where(m < reference_mask_threshold, r, torch.ones_like(r)) for r, m in zip(refs, masks)]
+                for refs, masks in zip(references, reference_masks)
+            ]
+            # The ReferenceNet reads one background per frame: the first reference's.
+            bank_sources = [images[0] for images in bg_images]
+            bank_masks = [masks[0] for masks in reference_masks]
+        context = torch.cat([context, self._context(bg_images)], 1)
+        if not self.is_xlv2:
+            return XLReferences(context)
+        return XLReferences(context, bank_sources, bank_masks)
+
     def prepare_xl_conditions(
         self,
         sketch: torch.Tensor,
@@ -242,39 +297,32 @@ class XLPipeline(SwitchPipeline):
         reference_mask_threshold: float,
         background_enhance: bool,
         reference_padding: float,
-        generators: list[torch.Generator],
+        generators: list[torch.Generator] | None = None,
+        encoded: XLReferences | None = None,
+        banks: list[torch.Tensor] | None = None,
+        size_value: float | None = None,
     ) -> XLConditions:
+        """Everything the UNet needs besides the latents and the timestep, for all guidance
+        branches. For the hi-res tiles (`tile_predictor`): `encoded`, the references' encoding
+        when already known; `banks`, the tile's own ReferenceNet banks (None: computed here at the
+        sketch's size when the references need them); `size_value`, the value ``y`` embeds in
+        place of ``sqrt(H * W)`` of this sketch."""
         device, dtype = self.run_device, self.unet.dtype
         batch, _, height, width = sketch.shape
-        references = [[pad_reference(r, reference_padding, 1.0) for r in refs] for refs in references]
-        if reference_masks is not None:
-            reference_masks = [[pad_reference(m, reference_padding, 0.0) for m in masks] for masks in reference_masks]
-        context = self._context(references)
-        banks = None
-        if background_enhance:
-            if sketch_mask is None:
-                raise ValueError("the split (background_enhance) needs a sketch mask")
-            if background is not None:
-                bg_images = [[b] for b in background]
-                bank_sources = list(background)
-                # Upstream hands the ReferenceNet the reference's mask even with a background image.
-                bank_masks = ([masks[0] for masks in reference_masks] if reference_masks is not None
-                              else [torch.zeros_like(b[:1]) for b in background])
-            else:
-                if reference_masks is None:
-                    raise ValueError("the split (background_enhance) needs reference masks or a background image")
-                bg_images = [
-                    [torch.where(m < reference_mask_threshold, r, torch.ones_like(r)) for r, m in zip(refs, masks)]
-                    for refs, masks in zip(references, reference_masks)
-                ]
-                # The ReferenceNet reads one background per frame: the first reference's.
-                bank_sources = [images[0] for images in bg_images]
-                bank_masks = [masks[0] for masks in reference_masks]
-            context = torch.cat([context, self._context(bg_images)], 1)
-            if self.is_xlv2:
-                banks = self._background_banks(bank_sources, sketch_mask, bank_masks, height, width, generators)
-        context = context.to(device, dtype)
-        y = self.embed_scalars([float((height * width) ** 0.5), self.aesthetic_score]).repeat(batch, 1)
+        if background_enhance and sketch_mask is None:
+            raise ValueError("the split (background_enhance) needs a sketch mask")
+        encoded = encoded or self.encode_references(
+            references, reference_masks, background, background_enhance=background_enhance,
+            reference_mask_threshold=reference_mask_threshold, reference_padding=reference_padding,
+        )
+        if banks is None and encoded.bank_sources is not None:
+            if generators is None:
+                raise ValueError("the ReferenceNet's background sample needs a generator per frame")
+            banks = self._background_banks(encoded.bank_sources, sketch_mask, encoded.bank_masks,  # type: ignore[arg-type]
+                                           height, width, generators)
+        context = encoded.context.to(device, dtype)
+        size = float((height * width) ** 0.5) if size_value is None else float(size_value)
+        y = self.embed_scalars([size, self.aesthetic_score]).repeat(batch, 1)
 
         levels = sketch_level_strengths or [1.0] * 4
         with self._placed(self.sketch_encoder):
@@ -307,7 +355,8 @@ class XLPipeline(SwitchPipeline):
             bg_strength=bg_strength,
             merge_scale=merge_scale,
             mask_threshold=sketch_mask_threshold,
-            banks=None if banks is None else [b.to(dtype).repeat(branches, 1, 1) for b in banks],
+            # One bank per frame: the reference self-attention repeats it for every guidance branch.
+            banks=None if banks is None else [b.to(dtype) for b in banks],
         )
         return XLConditions(
             context=torch.cat(contexts),
@@ -318,6 +367,94 @@ class XLPipeline(SwitchPipeline):
             sketch_cfg=use_sketch_cfg,
             y=y.repeat(branches, 1).to(dtype),
         )
+
+    def tile_predictor(  # type: ignore[override]
+        self,
+        sketch: torch.Tensor,
+        references: list[list[torch.Tensor]],
+        *,
+        sketch_mask: torch.Tensor | None = None,
+        reference_masks: list[list[torch.Tensor]] | None = None,
+        background: list[torch.Tensor] | None = None,
+        reference_guidance: float = 4.0,
+        sketch_guidance: float = 1.0,
+        guidance_start: float = 0.0,
+        guidance_end: float = 1.0,
+        bank_seed: int = 0,
+        **condition_settings: Any,
+    ) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """For the hi-res pass (`..hires`): a function (latent box, latents of that tile, t) -> the
+        guided model output there, as `SwitchPipeline.tile_predictor`. `sketch` and `sketch_mask`
+        are at the delivery canvas's size (one frame); `condition_settings`: the other
+        `prepare_xl_conditions` settings (strengths, thresholds, background_enhance,
+        reference_padding). The references are encoded once; each tile's sketch features, mask
+        and (xlv2 with the split) ReferenceNet banks on first use, kept for the following steps.
+
+        Global per frame, as MultiDiffusion keeps every condition that is not a picture of the
+        frame: the reference context, and ``y``. ``y`` embeds sqrt(H * W) of the WHOLE delivery
+        canvas for every tile: it is the size of the image the tile is a part of (SDXL's size
+        conditioning means the source image's size, a crop of it being what the UNet sees), and
+        one value keeps the tiles agreeing where they overlap; a per-tile value would tell every
+        tile it is a small picture of its own.
+
+        Per tile, as the pictures of the frame are cropped: the sketch, its mask, and the
+        ReferenceNet's bank. The bank is computed at the base canvas for the base generation; its
+        tokens are that canvas's background at that scale, which a tile at the delivery scale
+        does not line up with. So each tile gets its own bank, exactly as upstream would compute
+        it for a frame that is the tile: the background (and its mask) resized to the delivery
+        canvas as the base resizes it to its canvas, cropped at the tile's box, VAE-encoded
+        (a posterior sample, seeded from `bank_seed` and the box) and run through the ReferenceNet
+        once at t = 0; its ``y`` (the crop fractions) is the whole canvas's, as above. Cost: one
+        VAE encode and one ReferenceNet pass per tile, against (steps x guidance branches) UNet
+        passes; memory: the tile banks are kept (about 60 MB per 768 px tile in float16)."""
+        settings = dict(condition_settings)
+        _, _, height, width = sketch.shape
+        encoded = self.encode_references(
+            references, reference_masks, background, background_enhance=settings.get("background_enhance", False),
+            reference_mask_threshold=settings.get("reference_mask_threshold", 0.5),
+            reference_padding=settings.get("reference_padding", 1.0),
+        )
+        size_value = float((height * width) ** 0.5)  # the whole delivery canvas (see above)
+        bank_frame: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor] | None = None
+        if encoded.bank_sources is not None and encoded.bank_masks is not None:
+            if sketch_mask is None:
+                raise ValueError("the split (background_enhance) needs a sketch mask")
+            # Resized to the delivery canvas once (on the CPU), cropped per tile.
+            images = [F.interpolate(b[None].float(), size=(height, width), mode="bicubic")
+                      for b in encoded.bank_sources]
+            masks = [F.interpolate(m[None].float(), size=(height, width), mode="bicubic") for m in encoded.bank_masks]
+            y_bank = torch.cat([self.embed_scalars([0.0, 0.0, *crop_fractions(height, width, b.shape[1], b.shape[2])])
+                                for b in encoded.bank_sources])
+            bank_frame = (images, masks, y_bank)
+        per_tile: dict[Any, XLConditions] = {}
+        train_steps = self.scheduler.config.num_train_timesteps
+
+        def tile_banks(box: Any, tile_mask: torch.Tensor) -> list[torch.Tensor]:
+            images, masks, y_bank = bank_frame  # type: ignore[misc]
+            rows, cols = box.pixels
+            seed = (int(bank_seed) + 1_000_003 * box.top + box.left) % (2**63)
+            generators = [torch.Generator("cpu").manual_seed(seed) for _ in images]
+            latents = self.vae_samples([image[:, :, rows, cols] for image in images], generators)
+            # The mask crops are already at the tile's size (the ReferenceNet's resize is then exact).
+            return self.reference_net_banks(latents, tile_mask, [m[0, :, rows, cols] for m in masks], y_bank)
+
+        def predict(box: Any, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if box not in per_tile:
+                rows, cols = box.pixels
+                tile_mask = None if sketch_mask is None else sketch_mask[:, :, rows, cols]
+                banks = None if bank_frame is None else tile_banks(box, tile_mask)  # type: ignore[arg-type]
+                per_tile[box] = self.prepare_xl_conditions(
+                    sketch[:, :, rows, cols], references, sketch_mask=tile_mask, reference_masks=reference_masks,
+                    background=background, reference_guidance=reference_guidance, sketch_guidance=sketch_guidance,
+                    encoded=encoded, banks=banks, size_value=size_value, **settings,
+                )
+            progress = 1 - float(t) / (train_steps - 1)
+            in_window = guidance_start <= progress <= guidance_end
+            with self._placed(self.unet):
+                branches = self.evaluate(per_tile[box], latents, t, in_window)
+            return self.combine(branches, per_tile[box], reference_guidance, sketch_guidance)
+
+        return predict
 
     def evaluate(self, conditions: XLConditions, latents: torch.Tensor, t: torch.Tensor | int,
                  in_window: bool = True) -> tuple[torch.Tensor, ...]:
