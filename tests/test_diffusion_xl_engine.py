@@ -268,3 +268,18 @@ def test_the_tagger_exported_to_onnx_gives_the_torch_tagger_frame(small_cut, tin
     difference = np.abs(torch_frame.fill.astype(np.int64) - onnx_frame.fill.astype(np.int64))
     assert difference.max() <= 2 * 257, difference.max()  # the same features, to float rounding
     assert (difference > 0).mean() < 0.5
+
+
+def test_a_computed_reference_mask_is_used_before_the_heuristic(small_cut, tiny_xl):
+    """`sketchcolor masks` gives references their masks (Reference.mask): the xl engine uses them."""
+    from dataclasses import replace
+
+    engine = _engine(tiny_xl, background_enhance=True)
+    (item,) = _items(small_cut, [2])
+    sheet = item.references[0]
+    shape = sheet.image.shape[:2]
+    frames = []
+    for mask in (np.ones(shape, bool), np.zeros(shape, bool)):
+        frames.append(engine.colorize([replace(item, references=(replace(sheet, mask=mask),))])[0])
+    moved = np.any(frames[0].fill[:, :, :3] != frames[1].fill[:, :, :3], axis=2)
+    assert moved.mean() > 0.01, moved.mean()

@@ -182,9 +182,12 @@ class XLRuntime:
             masks.append(mask)
             mask_names.append(names)
         references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
+        # A computed reference mask (`sketchcolor masks`: ISNet or RMBG/BiRefNet, already dilated) before the heuristic.
         reference_masks = [
-            [torch.from_numpy(reference_mask(r.image, REFERENCE_MASK_DILATION)) for r in sheets_of(item)] for item in items
-        ]
+            [torch.from_numpy(reference_mask(r.image, REFERENCE_MASK_DILATION) if r.mask is None
+                              else r.mask.astype(np.float32)[None]) for r in sheets_of(item)]
+            for item in items
+        ]  # fmt: skip
         backgrounds = None
         if items[0].background is not None:
             backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
