@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sketchcolor_cli.engines.base import engine_class
 from sketchcolor_cli.frames.spec import parse_frame_spec, shard_frames
@@ -68,12 +68,15 @@ def run_cuts(plans: list[Plan], reporter: Reporter, options: RunOptions | None =
 
 
 def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:
-    """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all)."""
+    """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all).
+    The two are made side by side in threads: reading, scaling and encoding release the GIL."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from sketchcolor_cli.outputs.contact_sheet import write_contact_sheet
 
     cut: ResolvedCut = plan.cut
     outputs = cut.manifest.outputs
-    written: dict[str, Path] = {}
+    jobs: dict[str, Callable[[], Path]] = {}
     shown = [layer for layer in ("color", "review") if layer in plan.layers]
     line_cells = {unit.frame: (unit.line_path, "") for unit in plan.units}
     if contact_sheet if contact_sheet is not None else outputs.contact_sheet:
@@ -82,7 +85,7 @@ def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook:
             for unit in plan.units
         ]
         references = [cut.path(sheet.image) for c in cut.manifest.characters for sheet in c.references]
-        written["contact_sheet"] = write_contact_sheet(
+        jobs["contact_sheet"] = lambda: write_contact_sheet(
             rows, ["line"] + shown, references, cut.output_dir / CONTACT_SHEET, title=f"{cut.name}  ({cut.manifest.engine.name})"
         )
     if (flipbook if flipbook is not None else outputs.flipbook) and shown:
@@ -96,7 +99,7 @@ def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook:
                 + [[(u.frame, u.outputs[layer]) for u in plan.units] for layer in beside],
                 "side_by_side_layers": [None] + beside,
             }
-        written["flipbook"] = write_flipbook(
+        jobs["flipbook"] = lambda: write_flipbook(
             [(unit.frame, unit.outputs[shown[0]]) for unit in plan.units],
             cut.output_dir / FLIPBOOK,
             fps=cut.manifest.fps,
@@ -104,4 +107,8 @@ def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook:
             layer=shown[0],
             **extra,
         )
-    return written
+    if len(jobs) < 2:
+        return {name: job() for name, job in jobs.items()}
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="sketchcolor-review") as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
