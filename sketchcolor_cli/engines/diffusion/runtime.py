@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,7 +42,133 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-class SwitchRuntime:
+class DiffusionRuntime:
+    """What every model family's runtime shares once its model is loaded: the sampler, frames
+    grouped by canvas into pipeline calls, VAE tiling, the pipeline's inputs from work items, the
+    hi-res pass and the delivered layers. A family (`SwitchRuntime`, `runtime_xl.XLRuntime`) loads
+    its model and gives its canvas, its model-specific conditions and its facts for the log."""
+
+    default_sampler: ClassVar[str]
+    reference_dilation: ClassVar[int] = 11  # px, the heuristic reference mask's dilation
+    pipeline: Any
+    config: Any
+    prediction: str
+    model_name: str
+    _sampler: str | None
+
+    def canvas_for(self, shape: tuple[int, int], settings: DiffusionSettings) -> Canvas:
+        raise NotImplementedError
+
+    def model_conditions(self, s: DiffusionSettings) -> dict[str, Any]:
+        """The family's condition settings for its pipeline call (strengths, thresholds, ...)."""
+        raise NotImplementedError
+
+    def before_batch(self, s: DiffusionSettings) -> None:
+        """Weights that follow a setting (xlv2's background LoRA)."""
+
+    def frame_stats(self, s: DiffusionSettings) -> dict[str, Any]:
+        return {}
+
+    def hires_extras(self, item: WorkItem, s: DiffusionSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(extra tile-predictor conditions, extra log facts) for the hi-res pass."""
+        return {}, {}
+
+    def describe(self) -> str:
+        return f"{self.config.family} {self.model_name}, {self.prediction}"
+
+    def colorize(self, batch: list[WorkItem], settings: DiffusionSettings) -> list[Layers]:
+        """Each frame from its characters' model sheets (key frames of the cut, which the flat
+        engine carries colours from, are not references the published models were trained on)."""
+        sampler = self.default_sampler if settings.sampler == "auto" else settings.sampler
+        if sampler != self._sampler:
+            self.pipeline.scheduler = make_scheduler(sampler, self.config.scheduler, self.prediction)
+            self._sampler = sampler
+        self.before_batch(settings)
+        vae = self.pipeline.vae
+        results: dict[int, Layers] = {}
+        # Items share a UNet call when their canvas and number of references agree.
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(batch):
+            if not sheets_of(item):
+                raise ValueError(f"frame {item.frame}: no reference image; give the characters' model sheets")
+            canvas = self.canvas_for(item.line_art.shape[:2], settings)
+            groups.setdefault((canvas, len(sheets_of(item)), item.background is not None), []).append(index)
+        for (canvas, _, _), indices in groups.items():
+            tiled = settings.vae_tiling == "on" or (
+                settings.vae_tiling == "auto" and max(canvas.height, canvas.width) > TILING_ABOVE_PX)
+            vae.enable_tiling() if tiled else vae.disable_tiling()
+            for start in range(0, len(indices), settings.batch_frames):
+                chunk = indices[start : start + settings.batch_frames]
+                for i, layers in zip(chunk, self._colorize_group([batch[i] for i in chunk], canvas, settings)):
+                    results[i] = layers
+        return [results[i] for i in range(len(batch))]
+
+    def _colorize_group(self, items: list[WorkItem], canvas: Canvas, s: DiffusionSettings) -> list[Layers]:
+        sketches, masks, mask_names = [], [], []
+        for item in items:
+            sketches.append(sketch_input(item.line_art, canvas))
+            mask, names = mask_input(item.masks, item.line_art.shape[:2], canvas)
+            masks.append(mask)
+            mask_names.append(names)
+        references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
+        # A computed reference mask (`sketchcolor masks`: ISNet or RMBG/BiRefNet, dilated) before the heuristic.
+        reference_masks = [
+            [torch.from_numpy(reference_mask(r.image, self.reference_dilation) if r.mask is None
+                              else r.mask.astype(np.float32)[None]) for r in sheets_of(item)]
+            for item in items
+        ]  # fmt: skip
+        backgrounds = None
+        if items[0].background is not None:
+            backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
+        generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
+        guidance = dict(
+            reference_guidance=s.reference_guidance,
+            sketch_guidance=s.sketch_guidance,
+            guidance_start=s.guidance_start,
+            guidance_end=s.guidance_end,
+        )
+        conditions = self.model_conditions(s)
+        colour = self.pipeline(
+            torch.from_numpy(np.stack(sketches)),
+            references,
+            sketch_mask=torch.from_numpy(np.stack(masks)),
+            reference_masks=reference_masks,
+            background=backgrounds,
+            num_inference_steps=s.steps,
+            generator=generators,
+            **guidance,
+            **conditions,
+        )
+        out = []
+        for index, (item, image, names) in enumerate(zip(items, colour.numpy(), mask_names)):
+            base = np.transpose(image, (1, 2, 0))
+            stats: dict[str, Any] = {
+                "seed": int(item.seed),
+                "model_size": [canvas.width, canvas.height],
+                "references": len(sheets_of(item)),
+                "masks": names if names else "none: whole frame foreground",
+                "background": "image" if item.background is not None else "from references",
+                **self.frame_stats(s),
+            }
+            if s.hires.enabled:
+                extra_conditions, extra_stats = self.hires_extras(item, s)
+                tile_conditions = dict(
+                    references=references[index : index + 1],
+                    reference_masks=reference_masks[index : index + 1],
+                    background=None if backgrounds is None else backgrounds[index : index + 1],
+                    **extra_conditions, **guidance, **conditions,
+                )
+                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, tile_conditions, s)
+                stats["hires"].update(extra_stats)
+            else:
+                full = canvas.take(base, item.line_art.shape[:2])
+            out.append(deliver_layers(item, full, names, s, stats))
+        return out
+
+
+class SwitchRuntime(DiffusionRuntime):
+    default_sampler = SWITCH_DEFAULT_SAMPLER
+
     def __init__(self, pipeline: SwitchPipeline, config: SwitchConfig, prediction: str, model_name: str):
         self.pipeline = pipeline
         self.config = config
@@ -102,59 +228,12 @@ class SwitchRuntime:
         runtime._sampler = switch_sampler(settings)
         return runtime
 
-    def describe(self) -> str:
-        return f"{self.config.family} {self.model_name}, {self.prediction}"
+    def canvas_for(self, shape: tuple[int, int], settings: DiffusionSettings) -> Canvas:
+        long_side = SWITCH_DEFAULT_RESOLUTION if settings.resolution == "auto" else settings.resolution
+        return Canvas.fit(shape, long_side)
 
-    def colorize(self, batch: list[WorkItem], settings: DiffusionSettings) -> list[Layers]:
-        """Each frame from its characters' model sheets (key frames of the cut, which the flat
-        engine carries colours from, are not references the published model was trained on)."""
-        if switch_sampler(settings) != self._sampler:
-            self._sampler = switch_sampler(settings)
-            self.pipeline.scheduler = make_scheduler(self._sampler, self.config.scheduler, self.prediction)
-        vae = self.pipeline.vae
-        results: dict[int, Layers] = {}
-        # Items share a UNet call when their canvas and number of references agree.
-        groups: dict[tuple, list[int]] = {}
-        for index, item in enumerate(batch):
-            if not sheets_of(item):
-                raise ValueError(f"frame {item.frame}: no reference image; give the characters' model sheets")
-            long_side = SWITCH_DEFAULT_RESOLUTION if settings.resolution == "auto" else settings.resolution
-            canvas = Canvas.fit(item.line_art.shape[:2], long_side)
-            groups.setdefault((canvas, len(sheets_of(item)), item.background is not None), []).append(index)
-        limit = settings.batch_frames
-        for (canvas, _, _), indices in groups.items():
-            if settings.vae_tiling == "on" or (settings.vae_tiling == "auto" and max(canvas.height, canvas.width) > TILING_ABOVE_PX):
-                vae.enable_tiling()
-            else:
-                vae.disable_tiling()
-            for start in range(0, len(indices), limit):
-                chunk = [batch[i] for i in indices[start : start + limit]]
-                for i, layers in zip(indices[start : start + limit], self._colorize_group(chunk, canvas, settings)):
-                    results[i] = layers
-        return [results[i] for i in range(len(batch))]
-
-    def _colorize_group(self, items: list[WorkItem], canvas: Canvas, s: DiffusionSettings) -> list[Layers]:
-        sketches, masks, mask_names = [], [], []
-        for item in items:
-            sketches.append(sketch_input(item.line_art, canvas))
-            mask, names = mask_input(item.masks, item.line_art.shape[:2], canvas)
-            masks.append(mask)
-            mask_names.append(names)
-        references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
-        # A computed reference mask (`sketchcolor masks`: ISNet or RMBG/BiRefNet) before the heuristic.
-        reference_masks = [[torch.from_numpy(reference_mask(r.image) if r.mask is None else r.mask.astype(np.float32)[None])
-                            for r in sheets_of(item)] for item in items]  # fmt: skip
-        backgrounds = None
-        if items[0].background is not None:
-            backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
-        generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
-        guidance = dict(
-            reference_guidance=s.reference_guidance,
-            sketch_guidance=s.sketch_guidance,
-            guidance_start=s.guidance_start,
-            guidance_end=s.guidance_end,
-        )
-        condition_settings = dict(
+    def model_conditions(self, s: DiffusionSettings) -> dict[str, Any]:
+        return dict(
             reference_strength=s.reference_strength,
             sketch_strength=s.sketch_strength,
             fg_strength=s.fg_strength,
@@ -165,39 +244,6 @@ class SwitchRuntime:
             background_enhance=s.background_enhance,
             foreground_enhance=s.foreground_enhance,
         )
-        colour = self.pipeline(
-            torch.from_numpy(np.stack(sketches)),
-            references,
-            sketch_mask=torch.from_numpy(np.stack(masks)),
-            reference_masks=reference_masks,
-            background=backgrounds,
-            num_inference_steps=s.steps,
-            generator=generators,
-            **guidance,
-            **condition_settings,
-        )
-        out = []
-        for index, (item, image, names) in enumerate(zip(items, colour.numpy(), mask_names)):
-            base = np.transpose(image, (1, 2, 0))
-            stats: dict[str, Any] = {
-                "seed": int(item.seed),
-                "model_size": [canvas.width, canvas.height],
-                "references": len(sheets_of(item)),
-                "masks": names if names else "none: whole frame foreground",
-                "background": "image" if item.background is not None else "from references",
-            }
-            if s.hires.enabled:
-                conditions = dict(
-                    references=references[index : index + 1],
-                    reference_masks=reference_masks[index : index + 1],
-                    background=None if backgrounds is None else backgrounds[index : index + 1],
-                    **guidance, **condition_settings,
-                )
-                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, conditions, s)
-            else:
-                full = canvas.take(base, item.line_art.shape[:2])
-            out.append(deliver_layers(item, full, names, s, stats))
-        return out
 
 
 def hires_colour(pipeline: Any, item: WorkItem, canvas: Canvas, base: np.ndarray, conditions: dict[str, Any],

@@ -10,13 +10,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..base import Layers, WorkItem
+from ..base import WorkItem
 from . import DiffusionSettings
 from .hires import HIRES_SEED_OFFSET
-from .imaging import Canvas, autofit_size, mask_input, reference_input, reference_mask, sketch_input
+from .imaging import Canvas, autofit_size
 from .loading.configs import prediction_from_name
 from .loading.xl_configs import XLConfig, family_from_name, is_xl_config_file
 from .loading.xl_convert import is_xl_folder, load_xl_converted
@@ -25,7 +24,7 @@ from .models.reference_encoder import load_clip_vision
 from .models.wd_tagger import load_wd_tagger
 from .pipelines.switch import make_scheduler
 from .pipelines.xl import XLPipeline, describe_split
-from .runtime import TILING_ABOVE_PX, deliver_layers, hires_colour, pick_device, pick_dtype, sheets_of
+from .runtime import DiffusionRuntime, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 XL_DEFAULT_SAMPLER = "dpmpp_3m_sde"
@@ -73,7 +72,10 @@ def _load_tagger(path: Path, config: XLConfig, device: str):
     return load_wd_tagger(path, config=config.tagger or None)
 
 
-class XLRuntime:
+class XLRuntime(DiffusionRuntime):
+    default_sampler = XL_DEFAULT_SAMPLER
+    reference_dilation = REFERENCE_MASK_DILATION
+
     def __init__(self, pipeline: XLPipeline, config: XLConfig, prediction: str, model_name: str,
                  lora: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         self.pipeline = pipeline
@@ -147,58 +149,14 @@ class XLRuntime:
         merge_background_lora(self.pipeline.unet, self.lora, 1.0 if on else -1.0)
         self.lora_merged = on
 
-    def describe(self) -> str:
-        return f"{self.config.family} {self.model_name}, {self.prediction}"
+    def canvas_for(self, shape: tuple[int, int], settings: DiffusionSettings) -> Canvas:
+        return xl_canvas(shape, settings.resolution)
 
-    def colorize(self, batch: list[WorkItem], settings: DiffusionSettings) -> list[Layers]:
-        sampler = XL_DEFAULT_SAMPLER if settings.sampler == "auto" else settings.sampler
-        if sampler != self._sampler:
-            self.pipeline.scheduler = make_scheduler(sampler, self.config.scheduler, self.prediction)
-            self._sampler = sampler
-        self.set_background_lora(settings.background_enhance)
-        vae = self.pipeline.vae
-        results: dict[int, Layers] = {}
-        groups: dict[tuple, list[int]] = {}
-        for index, item in enumerate(batch):
-            if not sheets_of(item):
-                raise ValueError(f"frame {item.frame}: no reference image; give the characters' model sheets")
-            canvas = xl_canvas(item.line_art.shape[:2], settings.resolution)
-            groups.setdefault((canvas, len(sheets_of(item)), item.background is not None), []).append(index)
-        for (canvas, _, _), indices in groups.items():
-            tiled = settings.vae_tiling == "on" or (
-                settings.vae_tiling == "auto" and max(canvas.height, canvas.width) > TILING_ABOVE_PX)
-            vae.enable_tiling() if tiled else vae.disable_tiling()
-            for start in range(0, len(indices), settings.batch_frames):
-                chunk = indices[start : start + settings.batch_frames]
-                for i, layers in zip(chunk, self._colorize_group([batch[i] for i in chunk], canvas, settings)):
-                    results[i] = layers
-        return [results[i] for i in range(len(batch))]
+    def before_batch(self, s: DiffusionSettings) -> None:
+        self.set_background_lora(s.background_enhance)
 
-    def _colorize_group(self, items: list[WorkItem], canvas: Canvas, s: DiffusionSettings) -> list[Layers]:
-        sketches, masks, mask_names = [], [], []
-        for item in items:
-            sketches.append(sketch_input(item.line_art, canvas))
-            mask, names = mask_input(item.masks, item.line_art.shape[:2], canvas)
-            masks.append(mask)
-            mask_names.append(names)
-        references = [[torch.from_numpy(reference_input(r.image)) for r in sheets_of(item)] for item in items]
-        # A computed reference mask (`sketchcolor masks`: ISNet or RMBG/BiRefNet, already dilated) before the heuristic.
-        reference_masks = [
-            [torch.from_numpy(reference_mask(r.image, REFERENCE_MASK_DILATION) if r.mask is None
-                              else r.mask.astype(np.float32)[None]) for r in sheets_of(item)]
-            for item in items
-        ]  # fmt: skip
-        backgrounds = None
-        if items[0].background is not None:
-            backgrounds = [torch.from_numpy(reference_input(item.background)) for item in items]
-        generators = [torch.Generator("cpu").manual_seed(int(item.seed) % (2**63)) for item in items]
-        guidance = dict(
-            reference_guidance=s.reference_guidance,
-            sketch_guidance=s.sketch_guidance,
-            guidance_start=s.guidance_start,
-            guidance_end=s.guidance_end,
-        )
-        condition_settings = dict(
+    def model_conditions(self, s: DiffusionSettings) -> dict[str, Any]:
+        return dict(
             reference_strength=s.reference_strength,
             sketch_strength=s.sketch_strength,
             sketch_level_strengths=list(s.sketch_level_strengths) if s.sketch_level_strengths else None,
@@ -210,41 +168,13 @@ class XLRuntime:
             background_enhance=s.background_enhance,
             reference_padding=s.reference_padding,
         )
-        colour = self.pipeline(
-            torch.from_numpy(np.stack(sketches)),
-            references,
-            sketch_mask=torch.from_numpy(np.stack(masks)),
-            reference_masks=reference_masks,
-            background=backgrounds,
-            num_inference_steps=s.steps,
-            generator=generators,
-            **guidance,
-            **condition_settings,
-        )
-        out = []
-        for index, (item, image, names) in enumerate(zip(items, colour.numpy(), mask_names)):
-            base = np.transpose(image, (1, 2, 0))
-            stats: dict[str, Any] = {
-                "seed": int(item.seed),
-                "model_size": [canvas.width, canvas.height],
-                "references": len(sheets_of(item)),
-                "masks": names if names else "none: whole frame foreground",
-                "background": "image" if item.background is not None else "from references",
-                "attention": describe_split(s, self.pipeline.is_xlv2),
-            }
-            if s.hires.enabled:
-                conditions = dict(
-                    references=references[index : index + 1],
-                    reference_masks=reference_masks[index : index + 1],
-                    background=None if backgrounds is None else backgrounds[index : index + 1],
-                    bank_seed=(int(item.seed) + HIRES_SEED_OFFSET) % (2**63),
-                    **guidance, **condition_settings,
-                )
-                full, stats["hires"] = hires_colour(self.pipeline, item, canvas, base, conditions, s)
-                if s.background_enhance and self.pipeline.is_xlv2:
-                    # Each tile reads its own bank: see `XLPipeline.tile_predictor`.
-                    stats["hires"]["bank"] = "per tile (ReferenceNet on the tile's crop of the background)"
-            else:
-                full = canvas.take(base, item.line_art.shape[:2])
-            out.append(deliver_layers(item, full, names, s, stats))
-        return out
+
+    def frame_stats(self, s: DiffusionSettings) -> dict[str, Any]:
+        return {"attention": describe_split(s, self.pipeline.is_xlv2)}
+
+    def hires_extras(self, item: WorkItem, s: DiffusionSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+        conditions = {"bank_seed": (int(item.seed) + HIRES_SEED_OFFSET) % (2**63)}
+        if s.background_enhance and self.pipeline.is_xlv2:
+            # Each tile reads its own bank: see `XLPipeline.tile_predictor`.
+            return conditions, {"bank": "per tile (ReferenceNet on the tile's crop of the background)"}
+        return conditions, {}
