@@ -50,7 +50,7 @@ BATCH = "batch"  # (BATCH, batch_id, cut_key, [Assignment, ...])
 STOP = "stop"  # (STOP,)
 
 _LINE_ART_CACHE = 16  # recently read line art kept for the next frame's "previous" (per worker)
-_RESULT_CACHE = 8  # recent results kept for frames pipelined after them (per worker)
+_RESULT_CACHE = 4  # results kept for frames pipelined after them (per worker; each taken once)
 DEFERRED = "deferred"  # a frame outcome: not coloured, its in-memory previous result is missing
 
 
@@ -236,7 +236,8 @@ class Worker:
         items, deferred = [], []
         for assignment, item, notes in prepared:
             if assignment.previous_in_memory:
-                previous = self.results.get((cut_key, assignment.dependency.frame))
+                # taken once: a later retry of this frame finds its dependency written and reads the file
+                previous = self.results.pop((cut_key, assignment.dependency.frame), None)
                 if previous is None:
                     deferred.append(assignment.unit)
                     continue
