@@ -49,7 +49,7 @@ CUT = "cut"  # (CUT, cut_key, ResolvedCut)
 BATCH = "batch"  # (BATCH, batch_id, cut_key, [Assignment, ...])
 STOP = "stop"  # (STOP,)
 
-_LINE_ART_CACHE = 16  # recently read line art kept for the next frame's "previous" (per worker)
+_LINE_ART_CACHE = 4  # recently read line art kept for the next frame's "previous" (per worker)
 _RESULT_CACHE = 4  # results kept for frames pipelined after them (per worker; each taken once)
 DEFERRED = "deferred"  # a frame outcome: not coloured, its in-memory previous result is missing
 
