@@ -184,6 +184,41 @@ def test_xl_gram_term_is_zero_with_the_same_reference_and_positive_with_differen
     assert model.clip.vision_model.embeddings.patch_embedding.weight.grad is None  # frozen
 
 
+def test_the_published_gram_blocks_of_the_full_size_xl_unet():
+    from sketchcolor_cli.engines.diffusion.loading.xl_configs import XLConfig
+    from sketchcolor_cli.engines.diffusion.loading.xl_single_file import build_xl_components
+    from sketchcolor_cli.training.gram import SDXL_GRAM_BLOCKS, published_gram_blocks, transformer_blocks_in_ldm_order
+
+    unet = build_xl_components(XLConfig.for_family("xl"), device="meta")["unet"]  # shapes only, no memory
+    ordered = transformer_blocks_in_ldm_order(unet)
+    assert len(ordered) == 70
+    assert published_gram_blocks(unet) == list(SDXL_GRAM_BLOCKS) == [ordered[22], ordered[62]]
+
+
+def test_xlv2_trains_its_base_unet_with_the_background_parts_frozen(tiny_dataset, tmp_path):
+    from sketchcolor_cli.training.data import ShardSamples, collate
+    from sketchcolor_cli.training.recipe import Losses, ModelFiles
+    from sketchcolor_cli.training.xl import XLTraining, load_xl_base
+
+    files = write_tiny_xl_model(tmp_path / "xlv2", "xlv2", seed=1)
+    model_files = ModelFiles(family="xlv2", checkpoint=str(files["checkpoint"]), config=str(files["config"]),
+                             clip=str(files["clip"]), tagger=str(files["tagger"]))
+    torch.manual_seed(0)
+    model = XLTraining(*load_xl_base(model_files), train="full", gram_blocks="auto", split=True)
+    assert model.reference_net is not None
+    samples = ShardSamples(tiny_dataset, "train", reference_size=model.reference_size)
+    batch = collate([samples[(0, 0)], samples[(1, 0)]])
+    draws = model.draw(batch, torch.Generator().manual_seed(1), Losses())
+    out = model(batch, draws, use_gram=True)
+    (out["diffusion_loss"] + out["gram_loss"]).backward()
+    assert all(p.grad is None for p in model.reference_net.parameters())
+    assert model.unet.conv_in.weight.grad.abs().sum() > 0
+    tensors, kind = model.export()
+    assert kind == "weights" and {k.split(".")[0] for k in tensors} == {"unet", "sketch_encoder", "proj"}
+    with pytest.raises(ValueError, match="set model.family: xlv2"):
+        load_xl_base(model_files.model_copy(update={"family": "xl"}))
+
+
 # -- using the result ----------------------------------------------------------------------
 
 

@@ -151,9 +151,9 @@ def _duration(seconds: float) -> str:
 
 
 def build_model(recipe: Recipe):
-    """The family's training module. switch now; xl adds its own module (its UNet a diffusers
-    UNet2DConditionModel with the SDXL config, where `gram.published_gram_blocks` finds the
-    published blocks) with the same surface: ``trainable_named()``, ``trainable_parameters()``,
+    """The family's training module: `switch.SwitchTraining`, or `xl.XLTraining` for xl/xlv2 (its
+    UNet a diffusers UNet2DConditionModel with the SDXL config, where `gram.published_gram_blocks`
+    finds the published blocks). Both have the same surface: ``trainable_named()``, ``trainable_parameters()``,
     ``draw(batch, generator, losses)``, ``forward(batch, draws, use_gram) -> {diffusion_loss,
     gram_loss}``, ``export() -> (tensors, kind)``, ``sample_images(...)``, ``prediction`` and
     ``reference_size``."""

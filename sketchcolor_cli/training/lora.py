@@ -6,8 +6,8 @@ Two kinds of safetensors file, told apart by the metadata key ``sketchcolor:kind
   ``PART.MODULE.lora_up.weight`` [out, r] and ``PART.MODULE.alpha`` (a scalar);
   ``W <- W + strength * (alpha / r) * up @ down``.
 * ``weights``: trained tensors of the model itself (the switch model's fg/bg LoRA weights,
-  threshold embedder and ClusterTransformer; or whole parts), ``PART.KEY`` as in the part's state
-  dict; ``W <- W_base + strength * (W_file - W_base)`` (strength 1: the trained weights).
+  threshold embedder and ClusterTransformer; or whole parts: xl's unet, sketch_encoder, proj),
+  ``PART.KEY`` as in the part's state dict; ``W <- W_base + strength * (W_file - W_base)`` (strength 1: the trained weights).
 
 Metadata also names the base model (``sketchcolor:base_model``, its file size) and the family.
 Applying a file checks every key and shape first and names those that do not fit, so a file made
