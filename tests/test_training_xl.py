@@ -135,6 +135,22 @@ def test_xl_train_runs_end_to_end_through_the_cli(tiny_xl, tiny_dataset, tmp_pat
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "state.json").is_file()
 
 
+@pytest.mark.slow
+def test_an_xl_run_stopped_midway_resumes_to_the_same_weights(tiny_xl, tiny_dataset, tmp_path):
+    changes = {"train": "lora", "lora__rank": 4, "schedule__steps": 3, "checkpoints__every": 2,
+               "gradient_checkpointing": False, "validation__samples": 0}
+    straight = write_recipe(tmp_path / "straight", tiny_xl, tiny_dataset, **changes)
+    assert run_cli("train", straight, "--quiet").exit_code == 0
+    stopped = write_recipe(tmp_path / "stopped", tiny_xl, tiny_dataset, **changes)
+    assert run_cli("train", stopped, "--quiet", "--stop-after", "2").exit_code == 0
+    second = run_cli("train", stopped, "--quiet", "--json")
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["resumed_from"] == 2
+    a, _ = load_output(tmp_path / "straight" / "run" / "tinyxl.safetensors")
+    b, _ = load_output(tmp_path / "stopped" / "run" / "tinyxl.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_switch_only_setting_is_refused_for_xl(tiny_xl, tiny_dataset, tmp_path):
     result = run_cli("train", write_recipe(tmp_path, tiny_xl, tiny_dataset, train="switch"), "--quiet")
     assert result.exit_code == 2
