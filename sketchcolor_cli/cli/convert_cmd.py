@@ -74,8 +74,6 @@ def convert(
     from sketchcolor_cli.engines.diffusion.loading.xl_configs import XLConfig, family_from_name, is_xl_config_file
 
     xl = is_xl_config_file(config) if config else family_from_name(checkpoint.name) in ("xl", "xlv2")
-    if lora is not None and xl:
-        raise SketchcolorError("--lora: trained files are for the switch model so far (xl training is not built yet)")
     if tagger is not None and not xl:
         raise SketchcolorError("--tagger is for the xl/xlv2 models only")
     try:
@@ -84,11 +82,9 @@ def convert(
 
             xl_config = XLConfig.from_file(config) if config else None
             folder = save_xl_converted(checkpoint, out_dir, xl_config, clip=clip, tagger=tagger, prediction_type=prediction)
-            console_err.print(f"converted {checkpoint} -> {folder}", highlight=False)
-            return
-
-        architecture = SwitchConfig.from_file(config) if config else None
-        folder = save_converted(checkpoint, out_dir, architecture, clip=clip, prediction_type=prediction)
+        else:
+            architecture = SwitchConfig.from_file(config) if config else None
+            folder = save_converted(checkpoint, out_dir, architecture, clip=clip, prediction_type=prediction)
     except (CheckpointKeyError, FileNotFoundError, ValueError) as error:
         raise SketchcolorError(str(error)) from None
     console_err.print(f"converted {checkpoint} -> {folder}", highlight=False)

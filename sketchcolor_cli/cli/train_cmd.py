@@ -13,7 +13,7 @@ from sketchcolor_cli.errors import SketchcolorError
 
 
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Training recipe (YAML); start from presets/train-switch-lora.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="Training recipe (YAML); start from examples/train-switch.yaml.")],
     settings: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a recipe value, e.g. --set schedule.steps=2000 (repeatable).")] = None,
     stop_after: Annotated[Optional[int], typer.Option(
@@ -24,14 +24,17 @@ def train(
     """Fine-tune the diffusion model on a training set (`sketchcolor dataset build`).
 
     The recipe names the local base model files, the dataset, what trains (switch: the fg/bg LoRAs,
-    threshold embedder and ClusterTransformer; lora: new adapters only; full: UNet + sketch encoder),
+    threshold embedder and ClusterTransformer; lora: new adapters only; full: UNet + sketch encoder,
+    and for xl/xlv2 the reference projection, as published),
     the schedule and the loss weights (Gram regularization from a given step). Runs on the CPU or
     one GPU as is, on several GPUs or machines under `accelerate launch -m sketchcolor_cli train ...`.
     A run in a log folder that holds checkpoints resumes from the latest one, exactly.
 
     Example:
 
-      sketchcolor train presets/train-switch-lora.yaml --set dataset=datasets/sc01
+      sketchcolor train examples/train-switch.yaml --set dataset=datasets/sc01
+
+      sketchcolor train examples/train-xl.yaml
     """
     from sketchcolor_cli.manifest.resolve import parse_override
     from sketchcolor_cli.training.recipe import load_recipe

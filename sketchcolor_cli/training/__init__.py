@@ -9,5 +9,7 @@
 * `lora`: plain low-rank adapters for the LoRA-only variant, and the safetensors files the
   training writes (LoRA or trained weights) with their loader / merger.
 * `switch`: the switch model's training step (fg/bg LoRAs, threshold embedder, ClusterTransformer).
+* `xl`: the xl/xlv2 models' training step (UNet + sketch encoder + projection, or LoRA; the dual
+  branch with the Gram term as published).
 * `loop`: the training loop with Hugging Face ``accelerate``.
 """

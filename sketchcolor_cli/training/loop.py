@@ -151,9 +151,9 @@ def _duration(seconds: float) -> str:
 
 
 def build_model(recipe: Recipe):
-    """The family's training module. switch now; xl adds its own module (its UNet a diffusers
-    UNet2DConditionModel with the SDXL config, where `gram.published_gram_blocks` finds the
-    published blocks) with the same surface: ``trainable_named()``, ``trainable_parameters()``,
+    """The family's training module: `switch.SwitchTraining`, or `xl.XLTraining` for xl/xlv2 (its
+    UNet a diffusers UNet2DConditionModel with the SDXL config, where `gram.published_gram_blocks`
+    finds the published blocks). Both have the same surface: ``trainable_named()``, ``trainable_parameters()``,
     ``draw(batch, generator, losses)``, ``forward(batch, draws, use_gram) -> {diffusion_loss,
     gram_loss}``, ``export() -> (tensors, kind)``, ``sample_images(...)``, ``prediction`` and
     ``reference_size``."""
@@ -165,6 +165,15 @@ def build_model(recipe: Recipe):
         return SwitchTraining(parts, config, prediction, clip, train=recipe.train, lora_rank=recipe.lora.rank,
                               lora_alpha=recipe.lora.alpha, lora_attentions=tuple(recipe.lora.attentions),
                               gram_blocks=gram, gradient_checkpointing=recipe.gradient_checkpointing)
+    if recipe.model.family in ("xl", "xlv2"):
+        from .xl import XLTraining, load_xl_base
+
+        parts, config, prediction, clip, tagger = load_xl_base(recipe.model)
+        gram = recipe.loss.gram_blocks if recipe.loss.gram_start_step is not None and recipe.loss.gram_weight > 0 else None
+        return XLTraining(parts, config, prediction, clip, tagger, train=recipe.train, lora_rank=recipe.lora.rank,
+                          lora_alpha=recipe.lora.alpha, lora_attentions=tuple(recipe.lora.attentions),
+                          gram_blocks=gram, gradient_checkpointing=recipe.gradient_checkpointing,
+                          split=recipe.loss.xl_split)
     raise ValueError(f"model.family {recipe.model.family!r} has no trainer yet")
 
 

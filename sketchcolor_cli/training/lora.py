@@ -6,8 +6,8 @@ Two kinds of safetensors file, told apart by the metadata key ``sketchcolor:kind
   ``PART.MODULE.lora_up.weight`` [out, r] and ``PART.MODULE.alpha`` (a scalar);
   ``W <- W + strength * (alpha / r) * up @ down``.
 * ``weights``: trained tensors of the model itself (the switch model's fg/bg LoRA weights,
-  threshold embedder and ClusterTransformer; or whole parts), ``PART.KEY`` as in the part's state
-  dict; ``W <- W_base + strength * (W_file - W_base)`` (strength 1: the trained weights).
+  threshold embedder and ClusterTransformer; or whole parts: xl's unet, sketch_encoder, proj),
+  ``PART.KEY`` as in the part's state dict; ``W <- W_base + strength * (W_file - W_base)`` (strength 1: the trained weights).
 
 Metadata also names the base model (``sketchcolor:base_model``, its file size) and the family.
 Applying a file checks every key and shape first and names those that do not fit, so a file made
@@ -231,9 +231,15 @@ def merge_into_folder(folder: Path, lora: Path, strength: float = 1.0) -> dict[s
     from safetensors.torch import save_file
 
     from sketchcolor_cli.engines.diffusion.loading.convert import WEIGHTS_NAME, load_converted
+    from sketchcolor_cli.engines.diffusion.loading.xl_convert import is_xl_folder, load_xl_converted
 
     folder = Path(folder)
-    parts, _ = load_converted(folder)
+    if is_xl_folder(folder):
+        # xl/xlv2: the folder's UNet is stored without xlv2's background LoRA (merged at load), so
+        # the trained file merges into the same weights it was trained on.
+        parts, _, _ = load_xl_converted(folder)
+    else:
+        parts, _ = load_converted(folder)
     before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in parts.items()}
     result = apply_trained_file(parts, lora, strength)
     for name, module in parts.items():

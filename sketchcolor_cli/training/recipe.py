@@ -22,13 +22,16 @@ def _path(description: str, default: Any = ...) -> Any:
 
 
 class ModelFiles(_Strict):
-    family: Literal["switch"] = Field(
-        "switch", description="The architecture: switch (SD2.1, paper a). xl plugs in beside it when its engine lands.")
+    family: Literal["switch", "xl", "xlv2"] = Field(
+        "switch", description="The architecture: switch (SD2.1, paper a), xl or xlv2 (SDXL, paper b; xlv2 trains "
+        "its base UNet with the background parts frozen).")
     checkpoint: str = _path("The base model: a local single-file checkpoint (switch-eps.safetensors) or a folder "
                             "written by `sketchcolor convert`.")
     config: str | None = _path("Architecture config (switch_config.json) for a checkpoint of another shape.", None)
     clip: str | None = _path("The reference encoder's local folder (CLIP-ViT-H-14, transformers format); "
                              "not needed when the converted folder holds image_encoder/.", None)
+    tagger: str | None = _path("xl/xlv2: the WD tagger's model.safetensors (or its folder); not needed when the "
+                               "converted folder holds tagger/.", None)
     prediction: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="What the UNet predicts; auto: eps when the file name says so, else v (as upstream).")
 
@@ -67,6 +70,9 @@ class Losses(_Strict):
     threshold_min: float = Field(0.05, ge=0, le=1, description="Mask thresholds are drawn uniformly per sample from "
                                  "[threshold_min, threshold_max] (switch, published 0.05-0.95).")
     threshold_max: float = Field(0.95, ge=0, le=1)
+    xl_split: bool = Field(False, description="xl/xlv2: train with the split cross-attention (context [fg, bg], "
+                           "routed by the sketch mask as at inference with background_enhance); the published "
+                           "base training (stage 0) runs without it.")
 
     @model_validator(mode="after")
     def _range(self) -> "Losses":
@@ -128,7 +134,7 @@ class Recipe(_Strict):
             path = Path(value).expanduser()
             return str(path if path.is_absolute() else (base / path).resolve())
 
-        model = self.model.model_copy(update={k: fix(getattr(self.model, k)) for k in ("checkpoint", "config", "clip")})
+        model = self.model.model_copy(update={k: fix(getattr(self.model, k)) for k in ("checkpoint", "config", "clip", "tagger")})
         output = fix(self.output) or str(Path(fix(self.log_dir)) / f"{self.name}.safetensors")
         return self.model_copy(update={"model": model, "dataset": fix(self.dataset), "log_dir": fix(self.log_dir),
                                        "output": output})
@@ -142,7 +148,7 @@ def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise ManifestError([Problem("no such recipe file", file=path, hint="give the path of a training recipe "
-                                     "(YAML); start from presets/train-switch-lora.yaml")])
+                                     "(YAML); start from examples/train-switch.yaml")])
     document = load_yaml(path, what="recipe")
     data = document.data if isinstance(document.data, dict) else {}
     if overrides:

@@ -51,7 +51,7 @@ class DiffusionSettings(EngineSettings):
         "the published architecture, picked by the file name (mult* or switch)."
     )
     lora: str | None = _path(
-        "A file written by `sketchcolor train` (LoRA or trained switch weights, .safetensors) applied to the model "
+        "A file written by `sketchcolor train` (LoRA or trained weights of a switch or xl/xlv2 model, .safetensors) applied to the model "
         "when it loads; it must fit the base model it was trained on."
     )
     lora_strength: float = Field(1.0, ge=-2.0, le=2.0, description="How much of the trained change the LoRA file applies (1: all of it, 0: none).")

@@ -24,7 +24,7 @@ from .models.reference_encoder import load_clip_vision
 from .models.wd_tagger import load_wd_tagger
 from .pipelines.switch import make_scheduler
 from .pipelines.xl import XLPipeline, describe_split
-from .runtime import DiffusionRuntime, pick_device, pick_dtype
+from .runtime import DiffusionRuntime, apply_lora_setting, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 XL_DEFAULT_SAMPLER = "dpmpp_3m_sde"
@@ -88,9 +88,6 @@ class XLRuntime(DiffusionRuntime):
 
     @classmethod
     def load(cls, settings: DiffusionSettings) -> "XLRuntime":
-        if settings.lora:
-            raise ValueError("engine.diffusion.lora: trained files are for the switch model so far "
-                             "(`sketchcolor train` does not train xl yet); remove the setting for this model")
         model = Path(settings.model).expanduser()  # type: ignore[arg-type]
         if not model.exists():
             raise FileNotFoundError(f"engine.diffusion.model: {model} does not exist")
@@ -110,6 +107,10 @@ class XLRuntime(DiffusionRuntime):
             else:
                 config = XLConfig.for_family(family_from_name(model.name))  # type: ignore[arg-type]
             parts, lora = load_xl_components(model, config)
+        if settings.lora:
+            # A file `sketchcolor train` wrote for this model, in float32 before any cast; xlv2's
+            # background LoRA is merged on top of it below, as on the released weights.
+            apply_lora_setting(parts, settings.lora, settings.lora_strength)
         if clip_path is None:
             raise ValueError("engine.diffusion.clip is not set: name the local CLIP-ViT-bigG-14 folder "
                              "(transformers format) the xl models use")
