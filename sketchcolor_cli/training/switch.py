@@ -15,7 +15,6 @@ which keeps the module deterministic and a resumed run exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +26,8 @@ from sketchcolor_cli.engines.diffusion.models.reference_encoder import reference
 from sketchcolor_cli.engines.diffusion.models.split_attention import SplitAttention, SplitCrossAttnProcessor
 
 from .gram import GramHooks, default_gram_blocks, published_gram_blocks, split_branch_loss
-from .lora import LoRALinear, inject_lora, lora_state
-
-
-@dataclass
-class Draws:
-    """Everything random about one training step, drawn by the loop."""
-
-    noise: torch.Tensor  # [B, 4, h, w]
-    latent_noise: torch.Tensor  # [B, 4, h, w], samples the VAE posterior
-    timesteps: torch.Tensor  # [B] long
-    sketch_threshold: torch.Tensor  # [B]
-    reference_threshold: torch.Tensor  # [B]
-    drop_reference: torch.Tensor  # [B] bool
-    drop_sketch: torch.Tensor  # [B] bool
-
-    def to(self, device: torch.device) -> "Draws":
-        return Draws(**{k: v.to(device) for k, v in self.__dict__.items()})
+from .lora import LoRALinear, inject_lora
+from .step import DiffusionTraining, Draws
 
 
 def load_base(model: Any) -> tuple[dict[str, nn.Module], Any, str, nn.Module]:
@@ -70,7 +54,7 @@ def load_base(model: Any) -> tuple[dict[str, nn.Module], Any, str, nn.Module]:
     return parts, config, prediction, load_clip_vision(clip_path)
 
 
-class SwitchTraining(nn.Module):
+class SwitchTraining(DiffusionTraining):
     def __init__(self, parts: dict[str, nn.Module], config: Any, prediction: str, clip: nn.Module, *,
                  train: str, lora_rank: int = 16, lora_alpha: float | None = None,
                  lora_attentions: tuple[str, ...] = ("attn1", "attn2"), gram_blocks: Any = None,
@@ -147,28 +131,6 @@ class SwitchTraining(nn.Module):
                 named.update({f"{part}.{k}": p for k, p in module.named_parameters()})
         return named
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.trainable_named().values())
-
-    def export(self) -> tuple[dict[str, torch.Tensor], str]:
-        """(tensors, kind) for the output file."""
-        if self.train_mode == "lora":
-            return lora_state("unet", self.unet), "lora"
-        return {k: p.detach().float().cpu().contiguous() for k, p in self.trainable_named().items()}, "weights"
-
-    # -- one step ------------------------------------------------------------------------
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return self.vae.config.latent_channels, height // factor, width // factor
-
-    @torch.no_grad()
-    def encode_latents(self, color: torch.Tensor, latent_noise: torch.Tensor) -> torch.Tensor:
-        """Colour [B, 3, H, W] in [0, 1] -> scaled latents, a sample of the VAE posterior."""
-        posterior = self.vae.encode(color.to(self.vae.dtype) * 2 - 1).latent_dist
-        sample = posterior.mean + posterior.std * latent_noise.to(posterior.mean.dtype)
-        return sample * self.vae.config.scaling_factor
-
     def context(self, reference: torch.Tensor, reference_mask: torch.Tensor, draws: Draws) -> tuple[torch.Tensor, list[int]]:
         """[fg tokens + emb(sketch threshold), ClusterTransformer(bg tokens + emb(reference threshold))]."""
         ref = reference.to(self.clip.dtype) * 2 - 1
@@ -231,22 +193,7 @@ class SwitchTraining(nn.Module):
         diffusion = F.mse_loss(prediction[:size].float(), target.float())
         return {"diffusion_loss": diffusion, "gram_loss": gram}
 
-    # -- draws and validation ------------------------------------------------------------
-
-    def draw(self, batch: dict[str, torch.Tensor], generator: torch.Generator, losses: Any) -> Draws:
-        """The step's random draws from the loop's generator (on the CPU, moved by the caller)."""
-        size, _, height, width = batch["line"].shape
-        shape = (size,) + self.latent_shape(height, width)
-        span = losses.threshold_max - losses.threshold_min
-        return Draws(
-            noise=torch.randn(shape, generator=generator),
-            latent_noise=torch.randn(shape, generator=generator),
-            timesteps=torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=generator),
-            sketch_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
-            reference_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
-            drop_reference=torch.rand(size, generator=generator) < losses.reference_dropout,
-            drop_sketch=torch.rand(size, generator=generator) < losses.sketch_dropout,
-        )
+    # -- validation ---------------------------------------------------------------------
 
     @torch.no_grad()
     def sample_images(self, batch: dict[str, torch.Tensor], *, steps: int, sampler: str, reference_guidance: float,

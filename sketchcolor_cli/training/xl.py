@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gram import GramHooks, default_gram_blocks, published_gram_blocks, split_branch_loss
-from .lora import LoRALinear, inject_lora, lora_state
-from .switch import Draws
+from .lora import LoRALinear, inject_lora
+from .step import DiffusionTraining, Draws
 
 
 def load_xl_base(model: Any) -> tuple[dict[str, nn.Module], Any, str, nn.Module, nn.Module]:
@@ -76,7 +76,7 @@ def load_xl_base(model: Any) -> tuple[dict[str, nn.Module], Any, str, nn.Module,
     return parts, config, prediction, load_clip_vision(clip_path), tagger
 
 
-class XLTraining(nn.Module):
+class XLTraining(DiffusionTraining):
     def __init__(self, parts: dict[str, nn.Module], config: Any, prediction: str, clip: nn.Module, tagger: nn.Module, *,
                  train: str, lora_rank: int = 16, lora_alpha: float | None = None,
                  lora_attentions: tuple[str, ...] = ("attn1", "attn2"), gram_blocks: Any = None,
@@ -146,26 +146,6 @@ class XLTraining(nn.Module):
         for part in ("unet", "sketch_encoder", "proj"):
             named.update({f"{part}.{k}": p for k, p in getattr(self, part).named_parameters()})
         return named
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.trainable_named().values())
-
-    def export(self) -> tuple[dict[str, torch.Tensor], str]:
-        if self.train_mode == "lora":
-            return lora_state("unet", self.unet), "lora"
-        return {k: p.detach().float().cpu().contiguous() for k, p in self.trainable_named().items()}, "weights"
-
-    # -- one step ------------------------------------------------------------------------
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return self.vae.config.latent_channels, height // factor, width // factor
-
-    @torch.no_grad()
-    def encode_latents(self, color: torch.Tensor, latent_noise: torch.Tensor) -> torch.Tensor:
-        posterior = self.vae.encode(color.to(self.vae.dtype) * 2 - 1).latent_dist
-        sample = posterior.mean + posterior.std * latent_noise.to(posterior.mean.dtype)
-        return sample * self.vae.config.scaling_factor
 
     def reference_context(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] in [-1, 1] -> [B, tokens, D]; the frozen encoders without gradients, the
@@ -238,21 +218,7 @@ class XLTraining(nn.Module):
         diffusion = F.mse_loss(prediction[:size].float(), target.float())
         return {"diffusion_loss": diffusion, "gram_loss": gram}
 
-    # -- draws and validation ------------------------------------------------------------
-
-    def draw(self, batch: dict[str, torch.Tensor], generator: torch.Generator, losses: Any) -> Draws:
-        size, _, height, width = batch["line"].shape
-        shape = (size,) + self.latent_shape(height, width)
-        span = losses.threshold_max - losses.threshold_min
-        return Draws(
-            noise=torch.randn(shape, generator=generator),
-            latent_noise=torch.randn(shape, generator=generator),
-            timesteps=torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=generator),
-            sketch_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
-            reference_threshold=losses.threshold_min + span * torch.rand(size, generator=generator),
-            drop_reference=torch.rand(size, generator=generator) < losses.reference_dropout,
-            drop_sketch=torch.rand(size, generator=generator) < losses.sketch_dropout,
-        )
+    # -- validation ---------------------------------------------------------------------
 
     @torch.no_grad()
     def sample_images(self, batch: dict[str, torch.Tensor], *, steps: int, sampler: str, reference_guidance: float,

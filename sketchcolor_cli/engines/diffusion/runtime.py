@@ -36,6 +36,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def place_pipeline(pipeline: Any, settings: DiffusionSettings, device: torch.device, dtype: torch.dtype) -> None:
+    """Cast the pipeline's parts, put them on the device (or keep them on the CPU and move each
+    while it runs, with `cpu_offload`), and compile the UNet if asked: the same for every family."""
+    if dtype != torch.float32:
+        for module in pipeline._parts():
+            module.to(dtype=dtype)
+    if settings.cpu_offload and device.type != "cpu":
+        pipeline.enable_simple_offload(device)
+    else:
+        for module in pipeline._parts():
+            module.to(device)
+    if settings.compile:
+        pipeline.unet = torch.compile(pipeline.unet)  # type: ignore[assignment]
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -214,16 +229,7 @@ class SwitchRuntime(DiffusionRuntime):
             threshold_embedder=parts.get("threshold_embedder"),
             cluster_transformer=parts.get("cluster_transformer"),
         )
-        if dtype != torch.float32:
-            for module in pipeline._parts():
-                module.to(dtype=dtype)
-        if settings.cpu_offload and device.type != "cpu":
-            pipeline.enable_simple_offload(device)
-        else:
-            for module in pipeline._parts():
-                module.to(device)
-        if settings.compile:
-            pipeline.unet = torch.compile(pipeline.unet)  # type: ignore[assignment]
+        place_pipeline(pipeline, settings, device, dtype)
         runtime = cls(pipeline, config, prediction, model.name)
         runtime._sampler = switch_sampler(settings)
         return runtime

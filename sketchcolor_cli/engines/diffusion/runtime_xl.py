@@ -24,7 +24,7 @@ from .models.reference_encoder import load_clip_vision
 from .models.wd_tagger import load_wd_tagger
 from .pipelines.switch import make_scheduler
 from .pipelines.xl import XLPipeline, describe_split
-from .runtime import DiffusionRuntime, apply_lora_setting, pick_device, pick_dtype
+from .runtime import DiffusionRuntime, apply_lora_setting, pick_device, pick_dtype, place_pipeline
 
 log = logging.getLogger(__name__)
 XL_DEFAULT_SAMPLER = "dpmpp_3m_sde"
@@ -130,16 +130,7 @@ class XLRuntime(DiffusionRuntime):
         runtime = cls(pipeline, config, prediction, model.name, lora)
         runtime._sampler = sampler
         runtime.set_background_lora(True)  # merged at load, in float32, before any cast
-        if dtype != torch.float32:
-            for module in pipeline._parts():
-                module.to(dtype=dtype)
-        if settings.cpu_offload and device.type != "cpu":
-            pipeline.enable_simple_offload(device)
-        else:
-            for module in pipeline._parts():
-                module.to(device)
-        if settings.compile:
-            pipeline.unet = torch.compile(pipeline.unet)  # type: ignore[assignment]
+        place_pipeline(pipeline, settings, device, dtype)
         return runtime
 
     def set_background_lora(self, on: bool) -> None:

@@ -66,12 +66,12 @@ def save_converted(
     return out
 
 
-def load_converted(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[dict[str, Any], SwitchConfig]:
+def load_part_folders(folder: Path, parts: dict[str, Any], dtype: torch.dtype = torch.float32,
+                      error: type[CheckpointKeyError] = CheckpointKeyError) -> None:
+    """Fill each part (built on the meta device) from ``folder/<part>/`` strictly: a missing,
+    unexpected or differently shaped key is refused with the keys named."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    config = SwitchConfig.from_file(folder / CONFIG_NAME)
-    parts = build_components(config, device="meta")
     for name, module in parts.items():
         weights = folder / name / WEIGHTS_NAME
         if not weights.is_file():
@@ -83,7 +83,14 @@ def load_converted(folder: str | Path, dtype: torch.dtype = torch.float32) -> tu
         mismatched = [f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
                       for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
         if missing or unexpected or mismatched:
-            raise CheckpointKeyError(weights, [f"{name}.{k}" for k in missing], [f"{name}.{k}" for k in unexpected], mismatched)
+            raise error(weights, [f"{name}.{k}" for k in missing], [f"{name}.{k}" for k in unexpected], mismatched)
         module.load_state_dict(state, strict=True, assign=True)
         module.eval().requires_grad_(False)
+
+
+def load_converted(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[dict[str, Any], SwitchConfig]:
+    folder = Path(folder)
+    config = SwitchConfig.from_file(folder / CONFIG_NAME)
+    parts = build_components(config, device="meta")
+    load_part_folders(folder, parts, dtype)
     return parts, config

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from .configs import prediction_from_name
+from .convert import WEIGHTS_NAME, load_part_folders
 from .xl_configs import CONFIG_NAME, XLConfig, family_from_name
 from .xl_single_file import XLKeyError, build_xl_components, load_xl_components
 
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 LORA_NAME = "background_lora.safetensors"
 
 
@@ -83,20 +83,7 @@ def load_xl_converted(folder: str | Path, dtype: torch.dtype = torch.float32) ->
     folder = Path(folder)
     config = XLConfig.from_file(folder / CONFIG_NAME)
     parts = build_xl_components(config, device="meta")
-    for name, module in parts.items():
-        weights = folder / name / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(f"converted model {folder}: {name}/{WEIGHTS_NAME} is missing; convert again")
-        state = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
-        expected = module.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = [f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
-                      for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
-        if missing or unexpected or mismatched:
-            raise XLKeyError(weights, [f"{name}.{k}" for k in missing], [f"{name}.{k}" for k in unexpected], mismatched)
-        module.load_state_dict(state, strict=True, assign=True)
-        module.eval().requires_grad_(False)
+    load_part_folders(folder, parts, dtype, error=XLKeyError)
     factors: dict = {}
     if config.background_lora_rank:
         lora_file = folder / LORA_NAME

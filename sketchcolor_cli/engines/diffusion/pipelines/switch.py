@@ -196,7 +196,6 @@ class SwitchPipeline(DiffusionPipeline):
         unless a background is given); background: per item [3, h', w'] in [-1, 1], or None.
         Returns [B, 3, H, W] in [0, 1], float32.
         """
-        device = self.run_device
         batch, _, height, width = sketch.shape
         if height % 64 or width % 64:
             raise ValueError(f"sketch size {width}x{height}: width and height must be multiples of 64")
@@ -209,17 +208,25 @@ class SwitchPipeline(DiffusionPipeline):
             foreground_enhance=foreground_enhance,
         )
 
-        scheduler = self.scheduler
-        scheduler.set_timesteps(num_inference_steps, device=device)
         latent_shape = (self.unet.config.in_channels, height // 8, width // 8)
         if latents is None:
             generators = generator or [torch.Generator("cpu").manual_seed(torch.seed()) for _ in range(batch)]
             latents = torch.stack([torch.randn(latent_shape, generator=g, dtype=torch.float32) for g in generators])
         else:
             generators = generator
-        latents = latents.to(device, torch.float32) * scheduler.init_noise_sigma
-        train_steps = scheduler.config.num_train_timesteps
+        return self.denoise_and_decode(conditions, latents, generators, num_inference_steps=num_inference_steps,
+                                       reference_guidance=reference_guidance, sketch_guidance=sketch_guidance,
+                                       guidance_start=guidance_start, guidance_end=guidance_end)
 
+    def denoise_and_decode(self, conditions: Any, latents: torch.Tensor, generators: list[torch.Generator] | None, *,
+                           num_inference_steps: int, reference_guidance: float, sketch_guidance: float,
+                           guidance_start: float, guidance_end: float) -> torch.Tensor:
+        """Denoise `latents` under the prepared conditions (dual guidance inside the window) and
+        decode: [B, 3, H, W] in [0, 1], float32. Every family's pipeline ends here."""
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=self.run_device)
+        latents = latents.to(self.run_device, torch.float32) * scheduler.init_noise_sigma
+        train_steps = scheduler.config.num_train_timesteps
         with self._placed(self.unet):
             for t in scheduler.timesteps:
                 progress = 1 - float(t) / (train_steps - 1)
@@ -227,7 +234,6 @@ class SwitchPipeline(DiffusionPipeline):
                 branches = self.evaluate(conditions, scheduler.scale_model_input(latents, t), t, in_window)
                 prediction = self.combine(branches, conditions, reference_guidance, sketch_guidance)
                 latents = scheduler.step(prediction, t, latents, generator=_step_generator(generators)).prev_sample
-
         with self._placed(self.vae):
             decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
         return ((decoded.float().clamp(-1, 1) + 1) / 2).cpu()

@@ -34,7 +34,7 @@ from diffusers import DiffusionPipeline
 from ..models.threshold_embedder import sinusoidal_embedding
 from ..models.xl_attention import XLAttention, transformer_block_names
 from ..models.xl_reference_encoder import xl_reference_context
-from .switch import Conditions, SwitchPipeline, _step_generator
+from .switch import Conditions, SwitchPipeline
 
 
 def scalar_embedding(values: list[float], dim: int) -> torch.Tensor:
@@ -206,7 +206,6 @@ class XLPipeline(SwitchPipeline):
         [B, 1, H, W] in [0, 1]; background: per item [3, h', w'] or None.
         Returns [B, 3, H, W] in [0, 1], float32.
         """
-        device = self.run_device
         batch, _, height, width = sketch.shape
         if height % 32 or width % 32:
             raise ValueError(f"sketch size {width}x{height}: width and height must be multiples of 32")
@@ -223,20 +222,9 @@ class XLPipeline(SwitchPipeline):
             reference_mask_threshold=reference_mask_threshold, background_enhance=background_enhance,
             reference_padding=reference_padding, generators=generators,
         )
-        scheduler = self.scheduler
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents.to(device, torch.float32) * scheduler.init_noise_sigma
-        train_steps = scheduler.config.num_train_timesteps
-        with self._placed(self.unet):
-            for t in scheduler.timesteps:
-                progress = 1 - float(t) / (train_steps - 1)
-                in_window = guidance_start <= progress <= guidance_end
-                branches = self.evaluate(conditions, scheduler.scale_model_input(latents, t), t, in_window)
-                prediction = self.combine(branches, conditions, reference_guidance, sketch_guidance)
-                latents = scheduler.step(prediction, t, latents, generator=_step_generator(generators)).prev_sample
-        with self._placed(self.vae):
-            decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
-        return ((decoded.float().clamp(-1, 1) + 1) / 2).cpu()
+        return self.denoise_and_decode(conditions, latents, generators, num_inference_steps=num_inference_steps,
+                                       reference_guidance=reference_guidance, sketch_guidance=sketch_guidance,
+                                       guidance_start=guidance_start, guidance_end=guidance_end)
 
     def encode_references(
         self,
