@@ -118,10 +118,14 @@ def test_two_workers_run_chains_in_parallel_with_the_same_bytes(two_chain_cut, t
     assert {f: r["inputs"]["previous"] for f, r in logged.items()} == {
         1: None, 2: 1, 3: 2, 4: 5, 5: None, 6: 5, 7: 6, 8: 7,
     }  # fmt: skip
-    # the two chains ran on different workers, each chain on one worker (its line art in memory)
-    assert {logged[f]["worker"] for f in (1, 2, 3)} != {logged[f]["worker"] for f in (4, 5, 6, 7, 8)}
-    assert len({logged[f]["worker"] for f in (1, 2, 3)}) == 1 and len({logged[f]["worker"] for f in (4, 5, 6, 7, 8)}) == 1
-    assert len(two.workers) == 2 and sorted(w["frames"] for w in two.workers) == [3, 5]
+    # both workers coloured frames; which worker takes which frame depends on timing (an idle
+    # worker may take a chain's next frame from the file), but a frame that took its previous
+    # result from memory ran on the worker that made it
+    assert len(two.workers) == 2 and all(w["frames"] > 0 for w in two.workers)
+    assert sum(w["frames"] for w in two.workers) == 8
+    from_memory = [f for f, r in logged.items() if r["inputs"]["previous_from"] == "memory"]
+    assert from_memory, "no frame was pipelined behind its previous one"
+    assert all(logged[f]["worker"] == logged[logged[f]["inputs"]["previous"]]["worker"] for f in from_memory)
     assert 0.0 <= two.engine_idle_share < 1.0
     summary = json.loads((tmp_path / "two" / "logs" / "summary.json").read_text())
     assert summary["engine_idle_share"] == two.engine_idle_share and len(summary["workers"]) == 2
