@@ -386,9 +386,15 @@ def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         temp.write_bytes(b"\x89PNG half written")
         raise OSError("disk full")
 
+    def broken_png(temp: Path, target_path: Path, data, items, compression) -> None:
+        broken(temp, target_path, None, data)
+
     monkeypatch.setattr(images, "_write_oiio", broken)
+    monkeypatch.setattr(images, "_write_png", broken_png)
     with pytest.raises(OSError, match="disk full"):
         write_image(target, np.zeros((4, 4, 4), np.uint16))
+    with pytest.raises(OSError, match="disk full"):
+        write_image(target.with_suffix(".tif"), np.zeros((4, 4, 4), np.uint16))
     with pytest.raises(OSError, match="disk full"):
         write_exr_layers(tmp_path / "out" / "layers.exr", {"color": original})
     assert sorted(p.name for p in target.parent.iterdir()) == ["frame.png"]
@@ -484,3 +490,75 @@ def test_fill_carried_in_memory_is_what_its_file_reads_back(tmp_path: Path, name
         outputs = {"fill": path, "color": path} if layers else {"fill": path}
         write_frame_layers(frame, outputs, bit_depth=bit_depth, compression=None, metadata={})
         assert np.array_equal(fill_as_read_back(fill, path, bit_depth=bit_depth), read_fill_layer(path))
+
+
+# --------------------------------------------------------------------------- our PNG encoder
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_encoder_round_trips_through_openimageio(tmp_path: Path, channels: int, depth: int) -> None:
+    rng = np.random.default_rng(channels * depth)
+    # 16-bit random values do not deflate: over a megabyte, so the data spans several IDAT chunks
+    pixels = rng.integers(0, 65536, (420, 700, channels), dtype=np.uint16)
+    if depth == 8:
+        pixels = (pixels // 257) * 257
+    target = tmp_path / "frame.png"
+    write_image(target, pixels[:, :, 0] if channels == 1 else pixels, bit_depth=depth,
+                metadata={"frame": 7, "source": "/cuts/scène ✓/0007.png", "gain": 0.25})
+    image = read_image(target)
+    back = image.pixels.reshape(pixels.shape)
+    assert back.dtype == (np.uint8 if depth == 8 else np.uint16)
+    assert np.array_equal(back.astype(np.uint16) * (257 if depth == 8 else 1), pixels)
+    assert image.attributes["sketchcolor:frame"] == 7 and image.attributes["sketchcolor:gain"] == 0.25
+    assert image.attributes["sketchcolor:source"] == "/cuts/scène ✓/0007.png"
+    data = target.read_bytes()
+    assert data.count(b"IDAT") >= (2 if len(data) > (1 << 20) else 1) and b"iTXt" in data and b"tEXt" in data
+
+
+def test_png_compression_level_is_honoured(tmp_path: Path) -> None:
+    flat = np.zeros((64, 64, 4), np.uint16)
+    flat[:, :32] = 257 * 200
+    write_image(tmp_path / "stored.png", flat, compression="none")
+    write_image(tmp_path / "deflated.png", flat, compression="zip:9")
+    assert (tmp_path / "stored.png").stat().st_size > 64 * 64 * 4 > 10 * (tmp_path / "deflated.png").stat().st_size
+    for name in ("stored.png", "deflated.png"):
+        assert np.array_equal(read_rgba16(tmp_path / name), flat)
+
+
+def test_png_encoder_rejects_what_png_cannot_hold() -> None:
+    from sketchcolor_cli.frames.png import encode_png
+
+    with pytest.raises(ValueError, match="float32"):
+        encode_png(np.zeros((2, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="1 to 79"):
+        encode_png(np.zeros((2, 2, 4), np.uint8), {"k" * 80: "v"})
+
+
+@pytest.mark.parametrize("kind", ["L", "LA", "RGB", "RGBA", "P", "P+tRNS", "RGB+tRNS", "1", "I;16"])
+def test_png_fast_reader_matches_the_general_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    from PIL import Image  # imageio's dependency: every PNG flavour, written by another library
+
+    rng = np.random.default_rng(3)
+    planes = rng.integers(0, 256, (4, 21, 33), dtype=np.uint8)
+    mode = kind.split("+")[0]
+    if mode in ("P", "RGB"):
+        picture = Image.merge("RGB", [Image.fromarray(p) for p in planes[:3]])
+        if mode == "P":
+            picture = picture.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    elif mode == "I;16":
+        picture = Image.fromarray(planes[0].astype(np.uint16) * 251)
+    elif mode == "1":
+        picture = Image.fromarray(planes[0] > 127)
+    else:
+        picture = Image.merge(mode, [Image.fromarray(p) for p in planes[: len(mode)]])
+    path = tmp_path / "flavour.png"
+    transparency = {"P+tRNS": 3, "RGB+tRNS": tuple(int(v) for v in planes[:3, 0, 0])}.get(kind)
+    picture.save(path, **({"transparency": transparency} if transparency is not None else {}))
+    fast = images._read_png_rgba16(path)
+    assert fast is not None
+    monkeypatch.setattr(images, "_read_png_rgba16", lambda p: None)
+    general = read_rgba16(path)
+    assert np.array_equal(fast, general)
+    if transparency is not None:
+        assert (general[:, :, 3] == 0).any()  # the transparent colour did become transparent

@@ -196,10 +196,15 @@ def to_rgba16(image: np.ndarray) -> np.ndarray:
         image = image[:, :, None]
     height, width, channels = image.shape
     out = np.empty((height, width, 4), dtype=np.uint16)
-    if channels == 4 and image.dtype in (np.uint8, np.uint16):
-        # The common case (RGBA files) in one pass over contiguous memory: many times faster than
-        # channel by channel.
-        np.multiply(image, np.uint16(257 if image.dtype == np.uint8 else 1), out=out, casting="unsafe")
+    if channels == 4 and image.dtype == np.uint8:
+        # The common case (8-bit RGBA files): v * 257 is the uint16 whose two bytes are both v, so
+        # interleaving the bytes with themselves converts (OpenCV: several times faster than numpy).
+        import cv2
+
+        flat = np.ascontiguousarray(image).reshape(-1)
+        return cv2.merge([flat, flat]).view(np.uint16).reshape(height, width, 4)
+    if channels == 4 and image.dtype == np.uint16:
+        np.copyto(out, image)
         return out
     colour = out[:, :, :3]
     alpha = out[:, :, 3:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -81,13 +82,17 @@ def write_contact_sheet(
     title: str = "",
     thumb_width: int = 256,
     max_rows: int = 24,
+    wait: Callable[[int], None] | None = None,
 ) -> Path:
-    """`rows`: (frame, one cell per column). At most `max_rows` frames, evenly sampled."""
+    """`rows`: (frame, one cell per column). At most `max_rows` frames, evenly sampled.
+    `wait(frame)` is called before a frame's cells are read (see `write_flipbook`)."""
     if len(rows) > max_rows:
         picks = np.linspace(0, len(rows) - 1, max_rows).round().astype(int)
         rows = [rows[i] for i in sorted(set(picks))]
+    wait = wait or (lambda frame: None)
     aspect = 1.0
-    for _, files in rows:
+    for frame, files in rows:
+        wait(frame)
         existing = [cell for cell in files if cell[0] is not None and cell[0].is_file()]
         if existing:
             try:
@@ -100,6 +105,7 @@ def write_contact_sheet(
     width = thumb_width * len(columns)
     parts = [_label(title, width), np.hstack([_label(c, thumb_width) for c in columns])]
     for frame, files in rows:
+        wait(frame)
         parts.append(_label(f"frame {frame}", width))
         parts.append(np.hstack([_thumb(f, thumb_width, thumb_height) for f in files]))
     if references:

@@ -136,9 +136,9 @@ class FlatEngine(Engine):
         return self._match_settings.segment(item.line_art, f"frame {item.frame} line art")
 
     def prepare(self, item: WorkItem) -> WorkItem:
-        """Segment the line art ahead (the regions depend on this frame alone)."""
+        """Segment the line art ahead, with the regions' properties (they depend on this frame alone)."""
         started = time.perf_counter()
-        seg = self.segment(item)
+        seg = self.segment(item).analyse()
         return replace(item, prepared=_Prepared(seg, time.perf_counter() - started))
 
     def match(self, item: WorkItem, seg: Segmentation) -> Assignment:

@@ -62,6 +62,10 @@ IOU_FULL = 0.5
 # Motion (phase correlation, optical flow) is measured on line masks scaled down to about this
 # long side, in pixels, and blurred by this sigma so that the flow has gradients to follow.
 MOTION_ANALYSIS_SIZE = 480
+# Frames whose long side exceeds this are matched on a regular sample of their pixels (every
+# stride-th pixel each way): overlaps between regions are counted, not drawn, and the sample of a
+# full-HD frame counts as many pixels of each region as a 1K frame does in full (4K: a 1-in-16 sample).
+MATCH_SAMPLE_SIDE = 1024
 MOTION_BLUR_SIGMA = 1.5
 # A drawn region ignores votes for transparency while other colours have this share of its votes.
 FOREGROUND_MIN_OPAQUE = 0.25
@@ -247,8 +251,10 @@ def _centroid(mask: np.ndarray, step: int = 4) -> np.ndarray | None:
     return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]]) * step + (step - 1) / 2
 
 
-def _motion_scale(shape: tuple[int, int]) -> int:
-    return max(1, max(shape) // MOTION_ANALYSIS_SIZE)
+def _motion_scale(extent: int) -> int:
+    """How much a frame with this long side is scaled down for the motion analysis (a cut-out of
+    it by as much as the whole frame: the same detail)."""
+    return max(1, extent // MOTION_ANALYSIS_SIZE)
 
 
 def _motion_image(line: np.ndarray, scale: int) -> np.ndarray:
@@ -267,25 +273,31 @@ def estimate_shift(previous_small: np.ndarray, current_small: np.ndarray, scale:
     return int(round(dx * scale)), int(round(dy * scale))
 
 
+def sample_stride(extent: int) -> int:
+    """Every how many pixels (each way) a frame with this long side is matched."""
+    return max(1, round(extent / MATCH_SAMPLE_SIDE))
+
+
 def _flow_sampler(
-    previous_small: np.ndarray, current_small: np.ndarray, scale: int, shape: tuple[int, int]
+    previous_small: np.ndarray, current_small: np.ndarray, scale: int, shape: tuple[int, int], stride: int = 1
 ) -> np.ndarray:
-    """H x W x 2 float32 map: where each pixel of this frame was in the previous one (dense
+    """h x w x 2 float32 map: where each sampled pixel of this frame (every `stride`-th of an
+    H x W frame each way) was in the previous one, in the previous frame's full-size pixels (dense
     optical flow, DIS, on the blurred line masks; follows limbs that a single shift cannot)."""
-    height, width = shape
+    height, width = -(-shape[0] // stride), -(-shape[1] // stride)
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(current_small, previous_small, None)
     where = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
     where *= np.float32(scale)
-    xs, ys = _pixel_grid(height, width)
+    xs, ys = _pixel_grid(height, width, stride)
     where[:, :, 0] += xs
     where[:, :, 1] += ys
     return where
 
 
 @lru_cache(maxsize=2)
-def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    xs = np.broadcast_to(np.arange(width, dtype=np.float32), (height, width))
-    ys = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
+def _pixel_grid(height: int, width: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.broadcast_to(np.arange(width, dtype=np.float32) * np.float32(stride), (height, width))
+    ys = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None] * np.float32(stride), (height, width))
     return xs, ys
 
 
@@ -297,15 +309,20 @@ def _sampled_by_flow(index: np.ndarray, where: np.ndarray) -> np.ndarray:
     return sampled.astype(np.int32) - 1
 
 
-def _shifted(index: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """out[y, x] = index[y - dy, x - dx], -1 where that falls outside the image."""
+def _shifted(index: np.ndarray, dx: int, dy: int, stride: int = 1) -> np.ndarray:
+    """out[i, j] = index[i * stride - dy, j * stride - dx], -1 where that falls outside the image
+    (with stride 1: the image moved by (dx, dy))."""
     height, width = index.shape
-    out = np.full_like(index, -1)
-    if abs(dx) >= width or abs(dy) >= height:
+    rows = np.arange(0, height, stride) - dy
+    cols = np.arange(0, width, stride) - dx
+    out = np.full((len(rows), len(cols)), -1, dtype=index.dtype)
+    row_ok, col_ok = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+    if not row_ok.any() or not col_ok.any():
         return out
-    out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = index[
-        max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
-    ]
+    # The valid rows and columns are each one run: slices, not fancy indexing.
+    r0, r1 = np.flatnonzero(row_ok)[[0, -1]]
+    c0, c1 = np.flatnonzero(col_ok)[[0, -1]]
+    out[r0 : r1 + 1, c0 : c1 + 1] = index[rows[r0] : rows[r1] + 1 : stride, cols[c0] : cols[c1] + 1 : stride]
     return out
 
 
@@ -461,30 +478,35 @@ def carry_from(
     # previous line (1; its fill shows a neighbour's colour, not its own) it sees nothing (-1).
     colour_seen = np.concatenate([[-1, -1], analysis.colour_of[1:]]).astype(np.int32)
 
-    scale = _motion_scale(seg.shape)
+    scale = _motion_scale(extent)
     previous_small = _motion_image(analysis.seg.labels == 0, scale)
     lines = seg.labels == 0
     if lines_of_interest is not None:
         lines &= lines_of_interest
     current_small = _motion_image(lines, scale)
     global_shift = estimate_shift(previous_small, current_small, scale)
-    where = _flow_sampler(previous_small, current_small, scale, seg.shape)
+    # Overlaps are counted on every stride-th pixel each way (all of them below MATCH_SAMPLE_SIDE).
+    stride = sample_stride(extent)
+    sample = np.s_[::stride, ::stride]
+    labels = np.ascontiguousarray(seg.labels[sample]) if stride > 1 else seg.labels
+    where = _flow_sampler(previous_small, current_small, scale, seg.shape, stride)
     moved: dict[object, np.ndarray] = {}
 
     def seen_labels(how: object) -> np.ndarray:
-        """The previous frame's region label seen from each pixel of this frame (-1 outside)."""
+        """The previous frame's region label seen from each sampled pixel of this frame (-1 outside)."""
         if how not in moved:
             if how == "flow":
                 moved[how] = _sampled_by_flow(analysis.seg.labels, where)
             else:
-                moved[how] = _shifted(analysis.seg.labels, *how)  # type: ignore[misc]
+                moved[how] = _shifted(analysis.seg.labels, *how, stride)  # type: ignore[misc]
         return moved[how]
 
     # One way of following the motion per drawing, not per region: a small region can sit wholly
     # inside a big one under a wrong motion and vote for it unanimously. The way under which the
     # colour votes agree best wins (scored on a sparse grid; earlier candidates win ties).
-    grid = np.s_[::SHIFT_SCORE_STRIDE, ::SHIFT_SCORE_STRIDE]
-    sparse_labels = np.ascontiguousarray(seg.labels[grid])
+    step = max(1, round(SHIFT_SCORE_STRIDE / stride))
+    grid = np.s_[::step, ::step]
+    sparse_labels = np.ascontiguousarray(labels[grid])
     scores: dict[object, tuple[np.ndarray, np.ndarray]] = {}
 
     def agreement(how: object, regions: np.ndarray | None = None) -> float:
@@ -506,13 +528,18 @@ def carry_from(
         if not regions.any():
             continue
         if shift != chosen and agreement(shift, regions) > agreement(chosen, regions):
-            pixels = regions[seg.labels]
+            pixels = regions[labels]
             if seen is moved[chosen]:
                 seen = seen.copy()
             seen[pixels] = seen_labels(shift)[pixels]
 
     transparent = 0 if n_colours and analysis.palette[0, 3] == 0 else None  # key 0 sorts first
-    region, before, overlap = overlap_pairs(seg.labels, np.maximum(seen, 0), size, n_previous)
+    region, before, overlap = overlap_pairs(labels, np.maximum(seen, 0), size, n_previous)
+    if stride > 1:  # areas counted on the same sample as the overlaps
+        area = np.bincount(labels.ravel(), minlength=size)[:size]
+        previous_area = np.bincount(analysis.seg.labels[sample].ravel(), minlength=n_previous + 1)[: n_previous + 1]
+    else:
+        area, previous_area = seg.area, analysis.seg.area
     # A sheet's paper has no colour to give, but overlapping it still makes a region less sure:
     # it votes as one more colour ("unknown", index n_colours) that is never painted.
     colour_of = np.where(analysis.colour_of >= 0, analysis.colour_of, n_colours)
@@ -522,8 +549,8 @@ def carry_from(
         keep = np.concatenate([colour_ok, np.ones((size, 1), dtype=bool)], axis=1)[region, colour_of[before]]
         region, before, overlap = region[keep], before[keep], overlap[keep]
     best_colour, best_conf, best_before = decide_by_overlap(
-        region, before, overlap.astype(np.float64), seg.area.astype(np.float64),
-        analysis.seg.area.astype(np.float64), colour_of, foreground, transparent,
+        region, before, overlap.astype(np.float64), area.astype(np.float64),
+        previous_area.astype(np.float64), colour_of, foreground, transparent,
     )
     unknown = best_colour == n_colours
     best_colour[unknown], best_before[unknown] = 0, 0
@@ -739,10 +766,14 @@ def colours_from_drawing(
         labels = coloured.seg.labels
         source = labels.astype(np.uint16) if coloured.seg.n_regions < FULL else labels.astype(np.float32)
         laid_labels = cv2.warpAffine(source, transform, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST, borderValue=0)
+        laid_seg = regions_from_labels(laid_labels, coloured.seg.n_regions, adjacency=coloured.seg.adjacency)
     else:
-        laid_labels = coloured.seg.labels[window]
-    laid = ColouredDrawing(regions_from_labels(laid_labels, coloured.seg.n_regions), coloured.palette, coloured.colour_of)
-    seg = regions_from_labels(seg.labels[window], seg.n_regions)
+        laid_seg = regions_from_labels(
+            coloured.seg.labels[window], coloured.seg.n_regions,
+            grown=coloured.seg.grown[window], adjacency=coloured.seg.adjacency,
+        )
+    laid = ColouredDrawing(laid_seg, coloured.palette, coloured.colour_of)
+    seg = regions_from_labels(seg.labels[window], seg.n_regions, grown=seg.grown[window], adjacency=seg.adjacency)
     foreground = np.zeros(size, dtype=bool)
     foreground[group] = True
     # Only this character's lines guide the motion: another character is not on its sheet.

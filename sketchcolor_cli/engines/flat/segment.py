@@ -73,6 +73,13 @@ class Segmentation:
     def shape(self) -> tuple[int, int]:
         return self.labels.shape  # type: ignore[return-value]
 
+    def analyse(self) -> "Segmentation":
+        """Compute now the per-region properties that matching and painting read (they are
+        cached), so that a reader thread can do this frame-local work ahead of the match."""
+        for name in ("grown", "adjacency", "bbox", "centroid", "covariance"):
+            getattr(self, name)
+        return self
+
     @cached_property
     def _sums(self) -> np.ndarray:
         """(6, n + 1) float64 per-label sums of 1, x, y, x*x, y*y, x*y (moments up to order 2).
@@ -408,9 +415,19 @@ def _build(labels: np.ndarray, area: np.ndarray, runs: Runs, classes: LineClasse
     )
 
 
-def regions_from_labels(labels: np.ndarray, n_regions: int) -> Segmentation:
+def regions_from_labels(
+    labels: np.ndarray,
+    n_regions: int,
+    *,
+    grown: np.ndarray | None = None,
+    adjacency: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Segmentation:
     """A Segmentation of a label image made elsewhere (e.g. a drawing warped onto a frame): label
-    numbers are kept, so some may be empty; there are no line classes."""
+    numbers are kept, so some may be empty; there are no line classes.
+
+    A cut-out of a drawing already analysed passes that drawing's `grown` labels (cut out the
+    same way) and its `adjacency` (a superset of the cut-out's: regions outside are simply not
+    met), instead of having them computed again for every frame."""
     labels = np.ascontiguousarray(labels, dtype=np.int32)
     runs = Runs.of(labels)
     area = np.bincount(runs.label, weights=runs.length, minlength=n_regions + 1).astype(np.int64)
@@ -418,7 +435,14 @@ def regions_from_labels(labels: np.ndarray, n_regions: int) -> Segmentation:
     classes = LineClasses(
         line_alpha=ink.astype(np.float32), ink=ink, hint=np.zeros_like(ink), transparent_paper=False
     )
-    return _build(labels, area[: n_regions + 1], runs, classes)
+    seg = _build(labels, area[: n_regions + 1], runs, classes)
+    if grown is not None:
+        if grown.shape != labels.shape:
+            raise ValueError(f"grown labels {grown.shape} differ from the labels {labels.shape}")
+        seg.__dict__["grown"] = grown  # fills the cached property
+    if adjacency is not None:
+        seg.__dict__["adjacency"] = adjacency
+    return seg
 
 
 def segment_line_art(

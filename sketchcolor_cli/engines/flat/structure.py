@@ -170,6 +170,7 @@ def match_by_structure(
     if usable.size == 0:
         return colour_of, confidence
     other_centroid = other.centroid[usable]
+    shapes: dict[tuple[int, int], float] = {}  # a pair's shape score is the same in every round
     todo = np.flatnonzero(open_)
     todo = todo[todo > 0]
     for _ in range(ROUNDS):
@@ -197,17 +198,18 @@ def match_by_structure(
             around = _neighbours(seg, region)
             around = set(matched[around[anchor[around]]].tolist())
             for candidate, placed in zip(candidates.tolist(), place_score.tolist()):
-                if placed < 1e-3:
+                colour = int(counterpart.colour_of[candidate])
+                if placed < 1e-3 or (colour_ok is not None and not colour_ok[region, colour]):
                     continue
-                shape = max(_aligned_iou(seg, region, other, candidate), _turned_iou(seg, region, other, candidate))
+                shape = shapes.get((region, candidate))
+                if shape is None:
+                    shape = max(_aligned_iou(seg, region, other, candidate), _turned_iou(seg, region, other, candidate))
+                    shapes[(region, candidate)] = shape
                 if around:
                     context = len(around.intersection(_neighbours(other, candidate).tolist())) / len(around)
                 else:
                     context = 1.0
                 score = shape * placed * (1 - CONTEXT_WEIGHT + CONTEXT_WEIGHT * context)
-                colour = int(counterpart.colour_of[candidate])
-                if colour_ok is not None and not colour_ok[region, colour]:
-                    continue
                 if score > 0:
                     rows.append((score, region, candidate, colour))
         decided = _decide(rows, confidence, taken={int(m) for m in matched[anchors]})
