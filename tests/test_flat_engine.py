@@ -706,3 +706,49 @@ def test_a_prepared_frame_comes_out_as_an_unprepared_one() -> None:
     ahead = engine.colorize([prepared])[0]
     for name in ("color", "fill", "line", "review"):
         assert np.array_equal(getattr(plain, name), getattr(ahead, name)), name
+
+
+def test_a_stretched_overlap_counts_no_more_than_the_previous_region() -> None:
+    # The motion samples a small previous region (82 px, a cuff) for 182 px of a bigger region
+    # here (245 px, the hand that moved onto the cuff's old place): the pixel count overstates
+    # the intersection, which is at most 82 px, so the carry is not fully sure.
+    region, before = np.array([1, 1]), np.array([1, 2])
+    overlap = np.array([182.0, 18.0])
+    area = np.array([0.0, 245.0])
+    previous_area = np.array([0.0, 82.0, 145.0])
+    previous_colour = np.array([0, 1, 2])
+    foreground = np.array([False, True])
+    colour, confidence, came_from = decide_by_overlap(
+        region, before, overlap, area, previous_area, previous_colour, foreground, transparent=None
+    )
+    assert colour[1] == 1 and came_from[1] == 1
+    assert confidence[1] < 0.7  # IoU 82 / 245, not 182 / 145
+
+
+def test_the_key_the_previous_frame_was_coloured_from_is_not_carried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Frame 1 is a key, frame 2 carries from frame 1's result: carrying key 1 again would repeat
+    # the same evidence with a noisier (cut-out) motion; a far key and the sheets still count.
+    from sketchcolor_cli.engines.flat import match
+
+    carried: list[str] = []
+    original = match.colours_from_drawing
+
+    def spy(seg, group, drawing, *args, **kwargs):
+        carried.append(drawing.source)
+        return original(seg, group, drawing, *args, **kwargs)
+
+    monkeypatch.setattr(match, "colours_from_drawing", spy)
+    engine = FlatEngine.load(FlatSettings())
+    first = engine.colorize([key_item(figure(), figure(paint=True))])[0]
+    previous = PreviousResult(frame=1, line_art=rgba(figure()), fill=first.fill)
+    # Frame 2 lost a line, so that a region is unsure and the references are asked.
+    drawing = figure(dx=3)
+    cv2.line(drawing, (40, 79), (90, 79), (255, 255, 255), 4)
+    keys = (
+        Reference("", rgba(figure(paint=True)), line=rgba(figure()), frame=1, source="key 1"),
+        Reference("", rgba(figure(dx=6, paint=True)), line=rgba(figure(dx=6)), frame=3, source="key 3"),
+        sheet(),
+    )
+    engine.colorize([WorkItem(frame=2, line_art=rgba(drawing), references=keys, seed=0, previous=previous)])
+    assert carried and not any(source.endswith("key 1") for source in carried)
+    assert any(source.endswith("key 3") for source in carried) and any(source.endswith("sheet") for source in carried)

@@ -402,7 +402,10 @@ def decide_by_overlap(
     best = np.zeros(size)
     second = np.zeros(size)
     if region.size:
-        iou = overlap / np.maximum(area[region] + previous_area[before] - overlap, 1)
+        # The motion may sample one previous pixel for several pixels here (a stretch), so the
+        # pixel count can exceed the previous region's area: the true intersection cannot.
+        shared = np.minimum(overlap, previous_area[before])
+        iou = shared / np.maximum(area[region] + previous_area[before] - shared, 1)
         # Per region, best IoU first (ties: lower colour index); its first pair of another
         # colour is the rival.
         order = np.lexsort((colour, -iou, region))
@@ -930,6 +933,12 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
         r for r in item.references
         if r.frame is None or (r.frame != item.frame and abs(r.frame - item.frame) <= settings.key_reach)
     ]
+    if item.previous is not None and len(names) <= 1:
+        # The previous frame was coloured from its own key (when it is one): carrying that key
+        # again repeats the previous carry's evidence with a noisier, cut-out motion, and its
+        # answers then outvote the previous frame's by chance. With several characters it is kept:
+        # there it follows each character's own lines, which the previous carry does not.
+        others = [r for r in others if r.frame != item.previous.frame]
     if open_.any() and not others and item.previous is None:
         raise ValueError(
             f"frame {item.frame}: the flat engine needs a reference (model sheet or key frame) or the "
