@@ -54,9 +54,8 @@ def test_run_writes_layers_logs_and_contact_sheet(small_cut, tmp_path):
     assert meta["sketchcolor:frame"] == 3 and meta["sketchcolor:engine"].startswith("flat")
 
 
-def test_review_made_during_the_run_equals_the_one_made_after(small_cut, tmp_path):
-    """The contact sheet is made while the frames are: it must show every finished frame, as
-    `sketchcolor preview` does from the outputs afterwards."""
+def test_preview_remakes_the_runs_contact_sheet(small_cut, tmp_path):
+    """`sketchcolor preview` makes the contact sheet again from the outputs, byte for byte."""
     out = tmp_path / "out"
     assert run_cli("run", small_cut, "--out", out, "-q").exit_code == 0
     during = (out / "contact_sheet.png").read_bytes()
@@ -64,38 +63,6 @@ def test_review_made_during_the_run_equals_the_one_made_after(small_cut, tmp_pat
     assert run_cli("preview", small_cut, "--out", out).exit_code == 0
     assert (out / "contact_sheet.png").read_bytes() == during
     assert not list(out.glob(".*.tmp-*"))
-
-
-def test_review_waits_for_each_frame_and_stops_when_cancelled():
-    import threading
-
-    from sketchcolor_cli.runner.cut import _FrameGate, _ReviewCancelled
-
-    gate = _FrameGate({1, 2})
-    read: list[int] = []
-    outcome: list[str] = []
-
-    def review() -> None:
-        try:
-            for frame in (1, 2, 3):
-                gate.wait(frame)
-                read.append(frame)
-        except _ReviewCancelled:
-            outcome.append("cancelled")
-
-    reader = threading.Thread(target=review)
-    reader.start()
-    time.sleep(0.2)
-    assert read == []  # frame 1 is not finished yet
-    gate.finished(1)
-    time.sleep(0.2)
-    assert read == [1]  # frame 2 still running
-    gate.cancel()
-    reader.join(5)
-    assert read == [1] and outcome == ["cancelled"]
-    late = _FrameGate({5})
-    late.release_all()  # the run ended: whatever is on disk is shown
-    late.wait(5)
 
 
 def test_fill_is_palette_exact_and_line_pixels_are_kept(small_cut, tmp_path):

@@ -3,40 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from sketchcolor_cli.frames.images import ImageError, read_rgba16, write_image
-from sketchcolor_cli.outputs.writers import read_layer
+from sketchcolor_cli.frames.images import ImageError, write_image
+from sketchcolor_cli.outputs.writers import read_for_viewing
 
 _CHECKER = (0.80, 0.62)  # light / dark squares behind transparent pixels
 _LABEL_H = 22
 
 
-def _over_checker(rgba16: np.ndarray, cell: int = 8) -> np.ndarray:
-    """uint16 RGBA -> uint8 RGB over a grey checker, so transparency reads as transparency."""
-    h, w = rgba16.shape[:2]
+def _over_checker(premultiplied: np.ndarray, cell: int = 8) -> np.ndarray:
+    """Premultiplied float BGRA in [0, 1] -> uint8 RGB over a grey checker, so transparency reads
+    as transparency."""
+    h, w = premultiplied.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, _CHECKER[0], _CHECKER[1])[:, :, None]
-    rgb = rgba16[:, :, :3].astype(np.float32) / 65535.0
-    alpha = rgba16[:, :, 3:4].astype(np.float32) / 65535.0
-    return np.round((rgb * alpha + board * (1 - alpha)) * 255).astype(np.uint8)
+    alpha = premultiplied[:, :, 3:4]
+    rgb = premultiplied[:, :, 2::-1]
+    return np.round(np.clip(rgb + board * (1 - alpha), 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _shrink(rgba16: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Straight-alpha uint16 RGBA scaled down to `size` (area average of premultiplied colour, so
-    transparent pixels do not darken the edges), still straight alpha. The full-size work stays in
-    uint16 OpenCV calls (a thumbnail does not need float precision there); floats only when small."""
-    rgba16 = np.ascontiguousarray(rgba16)
-    alpha = cv2.extractChannel(rgba16, 3)
-    if cv2.minMaxLoc(alpha)[0] < 65535:
-        rgba16 = cv2.multiply(rgba16, cv2.merge([alpha, alpha, alpha, np.full_like(alpha, 65535)]), scale=1.0 / 65535.0)
-    small = cv2.resize(rgba16, size, interpolation=cv2.INTER_AREA).astype(np.float32).reshape(size[1], size[0], 4)
-    small_alpha = small[:, :, 3:4]
-    rgb = np.where(small_alpha > 0, small[:, :, :3] * 65535.0 / np.maximum(small_alpha, 1e-6), 0.0)
-    return np.round(np.clip(np.concatenate([rgb, small_alpha], axis=2), 0, 65535)).astype(np.uint16)
+def _shrink(bgra8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Straight-alpha uint8 BGRA scaled down to `size` as premultiplied float BGRA in [0, 1] (an
+    area average of premultiplied colour, so transparent pixels do not darken the edges). The
+    full-size work is a few 8-bit OpenCV calls; floats only once small."""
+    bgra8 = np.ascontiguousarray(bgra8)
+    alpha = cv2.extractChannel(bgra8, 3)
+    if cv2.minMaxLoc(alpha)[0] < 255:
+        bgra8 = cv2.multiply(bgra8, cv2.cvtColor(alpha, cv2.COLOR_GRAY2BGRA), scale=1.0 / 255.0)  # (a, a, a, 255)
+    height, width = bgra8.shape[:2]
+    factor = min(width // size[0], height // size[1])
+    if factor >= 2:  # a whole-number box average first: OpenCV's fast path, 3-4 times quicker
+        bgra8 = bgra8[: height - height % factor, : width - width % factor]
+        bgra8 = cv2.resize(bgra8, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(bgra8, size, interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32).reshape(size[1], size[0], 4) / np.float32(255.0)
 
 
 Cell = tuple[Path | None, str]  # a file and the layer to show from it ("" for a plain image)
@@ -44,7 +47,7 @@ Cell = tuple[Path | None, str]  # a file and the layer to show from it ("" for a
 
 def _read(cell: Cell) -> np.ndarray:
     path, layer = cell
-    return read_layer(path, layer) if layer else read_rgba16(path)
+    return read_for_viewing(path, layer)
 
 
 def _thumb(cell: Cell, width: int, height: int) -> np.ndarray:
@@ -82,17 +85,13 @@ def write_contact_sheet(
     title: str = "",
     thumb_width: int = 256,
     max_rows: int = 24,
-    wait: Callable[[int], None] | None = None,
 ) -> Path:
-    """`rows`: (frame, one cell per column). At most `max_rows` frames, evenly sampled.
-    `wait(frame)` is called before a frame's cells are read (see `write_flipbook`)."""
+    """`rows`: (frame, one cell per column). At most `max_rows` frames, evenly sampled."""
     if len(rows) > max_rows:
         picks = np.linspace(0, len(rows) - 1, max_rows).round().astype(int)
         rows = [rows[i] for i in sorted(set(picks))]
-    wait = wait or (lambda frame: None)
     aspect = 1.0
-    for frame, files in rows:
-        wait(frame)
+    for _, files in rows:
         existing = [cell for cell in files if cell[0] is not None and cell[0].is_file()]
         if existing:
             try:
@@ -105,7 +104,6 @@ def write_contact_sheet(
     width = thumb_width * len(columns)
     parts = [_label(title, width), np.hstack([_label(c, thumb_width) for c in columns])]
     for frame, files in rows:
-        wait(frame)
         parts.append(_label(f"frame {frame}", width))
         parts.append(np.hstack([_thumb(f, thumb_width, thumb_height) for f in files]))
     if references:

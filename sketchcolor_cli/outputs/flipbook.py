@@ -13,14 +13,14 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import cv2
 import imageio.v2 as imageio
 import numpy as np
 
-from sketchcolor_cli.frames.images import ImageError, image_size, read_rgba16
-from sketchcolor_cli.outputs.writers import read_layer
+from sketchcolor_cli.frames.images import ImageError, image_size
+from sketchcolor_cli.outputs.writers import read_for_viewing
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +45,16 @@ def _background(height: int, width: int, kind: Literal["checker", "grey"]) -> np
     return np.where(odd, CHECKER_LIGHT, CHECKER_DARK)[:, :, None]
 
 
-def _composite(rgba16: np.ndarray, kind: Literal["checker", "grey"]) -> np.ndarray:
-    """Straight-alpha uint16 RGBA over the background, as H x W x 3 uint8 RGB. Full-size work is
-    done by OpenCV in 8 bits (a preview's precision); an opaque frame skips the blend."""
-    rgba8 = cv2.convertScaleAbs(np.ascontiguousarray(rgba16), alpha=1 / 257).reshape(rgba16.shape)
-    rgb8, alpha = cv2.cvtColor(rgba8, cv2.COLOR_RGBA2RGB), cv2.extractChannel(rgba8, 3)
+def _composite(bgra8: np.ndarray, kind: Literal["checker", "grey"]) -> np.ndarray:
+    """Straight-alpha uint8 BGRA (OpenCV's order) over the grey background, as H x W x 3 uint8
+    RGB, in 8-bit OpenCV calls (a preview's precision); an opaque frame skips the blend."""
+    bgra8 = np.ascontiguousarray(bgra8)
+    rgb8, alpha = cv2.cvtColor(bgra8, cv2.COLOR_BGRA2RGB), cv2.extractChannel(bgra8, 3)
     if cv2.minMaxLoc(alpha)[0] >= 255:
         return rgb8
     # out = background + (colour - background) * alpha / 255, in 8-bit integer OpenCV calls
     alpha3 = cv2.cvtColor(alpha, cv2.COLOR_GRAY2RGB)
-    back = _background_rgb8(rgba16.shape[0], rgba16.shape[1], kind)
+    back = _background_rgb8(bgra8.shape[0], bgra8.shape[1], kind)
     return cv2.add(cv2.multiply(rgb8, alpha3, scale=1 / 255), cv2.multiply(back, cv2.bitwise_not(alpha3), scale=1 / 255))
 
 
@@ -95,20 +95,15 @@ def _card(width: int, height: int, message: str) -> np.ndarray:
 class _Sequence:
     """One column of the flip-book: frame number -> image path, drawn at a fixed size."""
 
-    def __init__(
-        self, frames: Frames, background: Literal["checker", "grey"], layer: str | None = None,
-        wait: Callable[[int], None] | None = None,
-    ):
+    def __init__(self, frames: Frames, background: Literal["checker", "grey"], layer: str | None = None):
         self.paths = {int(number): Path(path) for number, path in frames}
         self.background = background
         self.layer = layer  # which layer of a multi-layer (EXR) frame file to show
-        self.size = self._reference_size(frames, wait)
+        self.size = self._reference_size(frames)
 
     @staticmethod
-    def _reference_size(frames: Frames, wait: Callable[[int], None] | None) -> tuple[int, int]:
-        for number, path in frames:
-            if wait is not None:
-                wait(int(number))
+    def _reference_size(frames: Frames) -> tuple[int, int]:
+        for _, path in frames:
             try:
                 return image_size(path, what="flip-book frame")
             except ImageError:
@@ -122,10 +117,7 @@ class _Sequence:
         if path is None or not path.exists():
             return _card(width, height, f"missing frame {number}")
         try:
-            if self.layer:
-                rgba = read_layer(path, self.layer)
-            else:
-                rgba = read_rgba16(path, what="flip-book frame")
+            rgba = read_for_viewing(path, self.layer or "", what="flip-book frame")
         except ImageError as error:
             log.warning("flip-book: %s", error)
             return _card(width, height, f"unreadable frame {number}")
@@ -181,7 +173,6 @@ def write_flipbook(
     quality: float = 8,
     layer: str | None = None,
     side_by_side_layers: list[str | None] | None = None,
-    wait: Callable[[int], None] | None = None,
 ) -> Path:
     """Write an H.264 MP4 of `frames` (frame number, image path), one movie frame per entry.
 
@@ -189,8 +180,7 @@ def write_flipbook(
     the main sequence's height. The movie is scaled down to `max_width` and padded to even size.
     `quality` is imageio's 0-10 scale. `layer` picks the layer shown from multi-layer frame files
     (e.g. "color" of an EXR holding color/fill/line); `side_by_side_layers` does the same for each
-    extra sequence. `wait(frame)` is called before a frame is read (a run still making the
-    frames holds the movie there until that one is written). Written atomically; returns `out_path`.
+    extra sequence. Written atomically; returns `out_path`.
     """
     out_path = Path(out_path)
     if not frames:
@@ -203,8 +193,8 @@ def write_flipbook(
         raise ValueError(f"cannot write flip-book '{out_path}': the name must end in .mp4")
     extras = side_by_side or []
     extra_layers = list(side_by_side_layers or []) + [None] * len(extras)
-    sequences = [_Sequence(frames, background, layer, wait)] + [
-        _Sequence(extra, background, extra_layer, wait) for extra, extra_layer in zip(extras, extra_layers)
+    sequences = [_Sequence(frames, background, layer)] + [
+        _Sequence(extra, background, extra_layer) for extra, extra_layer in zip(extras, extra_layers)
     ]
     main_height = sequences[0].size[1]
 
@@ -227,8 +217,6 @@ def write_flipbook(
         )
         try:
             for number, _ in frames:
-                if wait is not None:
-                    wait(int(number))
                 panels = [_fit_height(sequence.panel(number), main_height) for sequence in sequences]
                 picture = _scale_and_even(np.concatenate(panels, axis=1), max_width)
                 writer.append_data(_burn_in(picture, number, label))

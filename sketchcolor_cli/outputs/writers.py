@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from sketchcolor_cli.engines.base import Layers
@@ -96,3 +97,24 @@ def read_layer(path: Path, layer: str) -> np.ndarray:
         grey = 65535 - pixels
         pixels = np.dstack([grey, grey, grey, np.full_like(grey, 65535)])
     return pixels
+
+
+_TO_BGRA = {1: cv2.COLOR_GRAY2BGRA, 3: cv2.COLOR_BGR2BGRA}
+
+
+def read_for_viewing(path: Path, layer: str = "", *, what: str = "image") -> np.ndarray:
+    """A written frame's layer ("" for a plain image) as H x W x 4 uint8 in OpenCV's BGRA order,
+    for looking at (contact sheets, flip-books): an 8-bit PNG straight from the decoder, without
+    the round trip through 16 bits (callers scale down first and reorder the small picture);
+    anything else through `read_layer` / `read_rgba16`, rounded to 8 bits."""
+    if path.suffix.lower() == ".png" and path.is_file():
+        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if data is not None and data.dtype == np.uint8:
+            channels = 1 if data.ndim == 2 else data.shape[2]
+            if channels == 4:
+                return data
+            if channels in _TO_BGRA:
+                return cv2.cvtColor(data, _TO_BGRA[channels])
+    pixels = read_layer(path, layer) if layer else read_rgba16(path, what=what)
+    rgba8 = cv2.convertScaleAbs(np.ascontiguousarray(pixels), alpha=1 / 257).reshape(pixels.shape)
+    return cv2.cvtColor(rgba8, cv2.COLOR_RGBA2BGRA)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -58,132 +57,20 @@ def run_cut(plan: Plan, reporter: Reporter, options: RunOptions | None = None) -
 
 def run_cuts(plans: list[Plan], reporter: Reporter, options: RunOptions | None = None) -> list[RunSummary]:
     """Several cuts in one call: cuts with equal engine settings share the loaded workers. A farm
-    task (a log tag) leaves the cut's review files to `sketchcolor preview`, run once at the end.
-
-    A cut's review files are made while its frames are: they read each frame as soon as this run
-    has written it (in frame order), so little of that work is left when the last frame is done."""
-    farm_task = options is not None and options.log_tag is not None
-    names = [plan.cut.name for plan in plans]
-    reviews = {
-        plan.cut.name: _ReviewAlongside(plan)
-        for plan in plans
-        if not farm_task and names.count(plan.cut.name) == 1 and (plan.todo or plan.skipped)
-    }
-    try:
-        summaries = run_plans(plans, _ReviewGates(reporter, reviews), options)
-    except BaseException:
-        for review in reviews.values():
-            review.cancel()
-        raise
+    task (a log tag) leaves the cut's review files to `sketchcolor preview`, run once at the end."""
+    summaries = run_plans(plans, reporter, options)
     for plan, summary in zip(plans, summaries):
-        review = reviews.get(plan.cut.name)
         if summary.log_tag is None and (summary.frames_done or summary.frames_skipped):
-            extras = review.result() if review is not None else write_cut_review(plan)
+            extras = write_cut_review(plan)
             summary.extras.update({name: str(path) for name, path in extras.items()})
             write_json_atomic(log_file(plan.cut.output_dir, SUMMARY, summary.log_tag), summary.to_dict())
-        elif review is not None:
-            review.cancel()  # nothing was made: no review files either
     return summaries
 
 
-class _ReviewCancelled(Exception):
-    """The run stopped before its frames were made: the review files are not written."""
-
-
-class _FrameGate:
-    """Holds a reader of a frame until this run has finished with that frame (done or failed)."""
-
-    def __init__(self, pending: set[int]) -> None:
-        self._pending = set(pending)
-        self._all_released = False
-        self._cancelled = False
-        self._changed = threading.Condition()
-
-    def finished(self, frame: int) -> None:
-        with self._changed:
-            self._pending.discard(frame)
-            self._changed.notify_all()
-
-    def release_all(self) -> None:
-        with self._changed:
-            self._all_released = True
-            self._changed.notify_all()
-
-    def cancel(self) -> None:
-        with self._changed:
-            self._cancelled = True
-            self._changed.notify_all()
-
-    def wait(self, frame: int) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self._cancelled or self._all_released or frame not in self._pending)
-            if self._cancelled:
-                raise _ReviewCancelled()
-
-
-class _ReviewAlongside:
-    """A cut's review files made in a background thread, frame by frame as the run writes them."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.gate = _FrameGate({unit.frame for unit in plan.todo})
-        self._extras: dict[str, Path] = {}
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, args=(plan,), name="sketchcolor-review", daemon=True)
-        self._thread.start()
-
-    def _make(self, plan: Plan) -> None:
-        try:
-            self._extras = write_cut_review(plan, wait=self.gate.wait)
-        except _ReviewCancelled:
-            pass
-        except BaseException as error:  # noqa: BLE001 - handed to the caller in result()
-            self._error = error
-
-    def result(self) -> dict[str, Path]:
-        self.gate.release_all()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._extras
-
-    def cancel(self) -> None:
-        self.gate.cancel()
-        self._thread.join()
-
-
-class _ReviewGates(Reporter):
-    """The run's reporter, also telling each cut's review which frames are finished."""
-
-    def __init__(self, inner: Reporter, reviews: dict[str, _ReviewAlongside]) -> None:
-        self.inner = inner
-        self.reviews = reviews
-
-    def start(self, cut: str, total: int) -> None:
-        self.inner.start(cut, total)
-
-    def frame(self, frame: int, status: str, detail: str = "", *, cut: str | None = None) -> None:
-        self.inner.frame(frame, status, detail, cut=cut)
-        review = self.reviews.get(cut) if cut is not None else None
-        if review is not None and status in ("done", "failed"):
-            review.gate.finished(frame)
-
-    def message(self, text: str) -> None:
-        self.inner.message(text)
-
-    def finish(self) -> None:
-        self.inner.finish()
-
-
-def write_cut_review(
-    plan: Plan,
-    *,
-    contact_sheet: bool | None = None,
-    flipbook: bool | None = None,
-    wait: Callable[[int], None] | None = None,
-) -> dict[str, Path]:
+def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:
     """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all).
     The two are made side by side in threads: reading, scaling and encoding release the GIL.
-    `wait(frame)` holds them before reading a frame that a run is still making."""
+    (Made while the frames are, they slowed the engine as much as they saved: both cores are busy.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from sketchcolor_cli.outputs.contact_sheet import write_contact_sheet
@@ -205,7 +92,7 @@ def write_cut_review(
         references = [cut.path(sheet.image) for c in cut.manifest.characters for sheet in c.references]
         jobs["contact_sheet"] = lambda: write_contact_sheet(
             rows, ["line"] + shown, references, cut.output_dir / CONTACT_SHEET,
-            title=f"{cut.name}  ({cut.manifest.engine.name})", wait=wait,
+            title=f"{cut.name}  ({cut.manifest.engine.name})",
         )
     if (flipbook if flipbook is not None else outputs.flipbook) and shown:
         from sketchcolor_cli.outputs.flipbook import write_flipbook
@@ -224,7 +111,6 @@ def write_cut_review(
             fps=cut.manifest.fps,
             label=cut.name,
             layer=shown[0],
-            wait=wait,
             **extra,
         )
     if len(jobs) < 2:

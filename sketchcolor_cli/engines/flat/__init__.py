@@ -80,7 +80,7 @@ class FlatSettings(EngineSettings):
         "the review layer, for an artist to check first.",
     )
     previous_min_confidence: float = Field(
-        0.6,
+        0.75,
         ge=0.0,
         le=1.0,
         description="A region carried from the previous frame with less confidence than this is "
