@@ -752,3 +752,46 @@ def test_the_key_the_previous_frame_was_coloured_from_is_not_carried_again(monke
     engine.colorize([WorkItem(frame=2, line_art=rgba(drawing), references=keys, seed=0, previous=previous)])
     assert carried and not any(source.endswith("key 1") for source in carried)
     assert any(source.endswith("key 3") for source in carried) and any(source.endswith("sheet") for source in carried)
+
+
+def test_layers_painted_later_paint_once_on_first_read_from_any_thread():
+    import threading
+
+    from sketchcolor_cli.engines.base import LayersPaintedLater
+
+    calls = []
+    color, line, review = (np.full((2, 3, 4), 7, np.uint16), np.ones((2, 3), np.uint16), np.zeros((2, 3, 4), np.uint16))
+
+    def paint_rest():
+        calls.append(threading.get_ident())
+        return color, line, review
+
+    layers = LayersPaintedLater(np.zeros((2, 3, 4), np.uint16), paint_rest, {"regions": 1})
+    assert calls == [] and layers.stats == {"regions": 1} and layers.shade is None
+    seen = []
+    readers = [threading.Thread(target=lambda: seen.append(layers.review)) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(calls) == 1 and all(s is review for s in seen)
+    assert layers.color is color and layers.line is line
+    with pytest.raises(AttributeError):
+        layers.no_such_layer  # noqa: B018
+
+
+def test_flat_engine_leaves_the_colour_and_review_layers_to_the_first_reader(tmp_path):
+    """The worker's writer thread reads them; the engine thread only makes the fill."""
+    from sketchcolor_cli.engines.flat import FlatEngine, FlatSettings
+
+    line_art = np.full((40, 60, 4), 65535, np.uint16)
+    line_art[20, :, :3] = 0  # one line: two regions
+    key = line_art.copy()
+    key[:20, :, :3] = [65535, 0, 0]
+    key[21:, :, :3] = [0, 0, 65535]
+    engine = FlatEngine(FlatSettings())
+    item = WorkItem(frame=1, line_art=line_art, references=(Reference(character="", image=key, line=line_art, frame=1),), seed=0)
+    (layers,) = engine.colorize([item])
+    assert "color" not in vars(layers) and "review" not in vars(layers)
+    assert np.array_equal(layers.color[20], line_art[20])  # the line kept, painted on first read
+    assert (layers.color[5, 5, :3] == [65535, 0, 0]).all() and "review" in vars(layers)

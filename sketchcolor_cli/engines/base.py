@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -80,6 +81,36 @@ class Layers:
     # H x W x 4 uint16: the colour with its shading, without lines (the diffusion engine's generated
     # colour); None for engines without shading, whose `shade` output is then their fill.
     shade: np.ndarray | None = None
+
+
+class LayersPaintedLater(Layers):
+    """Layers whose colour, line and review pictures are made when first read, by `paint_rest`
+    (the engine's function of what it already decided). Nothing later frames need is in them, so
+    a worker reads them in its writer thread, while the engine colours the next frame; a caller
+    that reads them at once sees no difference."""
+
+    _LATER = ("color", "line", "review")
+
+    def __init__(
+        self,
+        fill: np.ndarray,
+        paint_rest: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        self.fill = fill
+        self.stats = stats if stats is not None else {}
+        self.shade = None
+        self._paint_rest: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = paint_rest
+        self._painting = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set yet
+        if name not in LayersPaintedLater._LATER:
+            raise AttributeError(name)
+        with self._painting:
+            if self._paint_rest is not None:
+                self.color, self.line, self.review = self._paint_rest()
+                self._paint_rest = None
+        return self.__dict__[name]
 
 
 class EngineOutOfMemory(RuntimeError):

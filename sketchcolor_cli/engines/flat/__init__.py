@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ..base import Engine, EngineSettings, Layers, WorkItem
+from ..base import Engine, EngineSettings, Layers, LayersPaintedLater, WorkItem
 from .match import (
     Assignment,
     ImageCache,
@@ -24,7 +24,7 @@ from .match import (
     match_regions,
     remember_frame,
 )
-from .paint import fill_palette, paint_layers
+from .paint import fill_palette, paint_fill, paint_rest
 from .segment import Segmentation
 
 
@@ -145,9 +145,15 @@ class FlatEngine(Engine):
         return match_regions(item, seg, self._match_settings, self._cache)
 
     def paint(self, item: WorkItem, seg: Segmentation, assignment: Assignment) -> Layers:
-        color, fill, line, review = paint_layers(
-            seg, assignment.colors, assignment.confidence, item.line_art, self.settings.review_threshold
-        )
+        """The fill now (the next frame carries from it); the colour, line and review layers when
+        first read (a worker's writer thread: see `LayersPaintedLater`)."""
+        fill = paint_fill(seg, assignment.colors)
+        threshold = self.settings.review_threshold
+        confidence = assignment.confidence.copy()
+
+        def rest() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return paint_rest(seg, assignment.colors, confidence, item.line_art, threshold, fill)
+
         # Hand this frame's analysis to the next one, which gets these arrays as its previous.
         remember_frame(self._cache, item.line_art, fill, seg, *fill_palette(assignment.colors))
         regions = assignment.confidence[1:]
@@ -163,7 +169,7 @@ class FlatEngine(Engine):
             stats["shift_px"] = [int(assignment.shift[0]), int(assignment.shift[1])]
         if assignment.motion is not None:
             stats["motion"] = assignment.motion
-        return Layers(color=color, fill=fill, line=line, review=review, stats=stats)
+        return LayersPaintedLater(fill, rest, stats)
 
     def colorize(self, batch: list[WorkItem]) -> list[Layers]:
         results = []

@@ -141,19 +141,24 @@ def review_layer(
     return review
 
 
-def paint_layers(
+def paint_fill(seg: Segmentation, colors: np.ndarray) -> np.ndarray:
+    """The fill layer: every pixel (lines too) the colour of its region, or of the nearest one."""
+    return lookup(colors, seg.grown)
+
+
+def paint_rest(
     seg: Segmentation,
     colors: np.ndarray,
     confidence: np.ndarray,
     line_art: np.ndarray,
     review_threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(color, fill, line, review) layers for one frame."""
-    everywhere = seg.grown
-    fill = lookup(colors, everywhere)
+    fill: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(color, line, review) layers for one frame, from its fill."""
     line = line_layer(seg)
     color = color_layer(fill, line_art, line, seg)
     unsure = confidence < review_threshold
     unsure[0] = False
-    review = review_layer(everywhere, colors, unsure, line)
-    return color, fill, line, review
+    review = review_layer(seg.grown, colors, unsure, line)
+    return color, line, review
+
