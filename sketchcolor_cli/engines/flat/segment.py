@@ -76,7 +76,7 @@ class Segmentation:
     def analyse(self) -> "Segmentation":
         """Compute now the per-region properties that matching and painting read (they are
         cached), so that a reader thread can do this frame-local work ahead of the match."""
-        for name in ("grown", "adjacency", "bbox", "centroid", "covariance"):
+        for name in ("grown", "adjacency", "bbox", "centroid", "covariance", "orientation"):
             getattr(self, name)
         return self
 
@@ -129,6 +129,16 @@ class Segmentation:
         cov_xy = sums[5] / count - cx * cy
         # A single pixel has zero spread; a pixel is a 1 x 1 square, whose variance is 1/12.
         return np.stack([var_x + 1 / 12, var_y + 1 / 12, cov_xy], axis=1)
+
+    @cached_property
+    def orientation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(angle, elongation) per region: its major axis in radians, and 0 = round .. 1 = a line,
+        from the second moments."""
+        var_x, var_y, cov_xy = self.covariance.T
+        half_trace, radius = (var_x + var_y) / 2, np.hypot((var_x - var_y) / 2, cov_xy)
+        minor = np.maximum(half_trace - radius, 0.0)
+        angle = 0.5 * np.arctan2(2 * cov_xy, var_x - var_y)
+        return angle, 1.0 - np.sqrt(minor / np.maximum(half_trace + radius, 1e-12))
 
     @cached_property
     def grown(self) -> np.ndarray:

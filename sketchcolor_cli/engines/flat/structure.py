@@ -76,10 +76,8 @@ def _aligned_iou(seg: Segmentation, region: int, other: Segmentation, candidate:
 
 def _orientation(seg: Segmentation, region: int) -> tuple[float, float]:
     """(major axis angle in radians, elongation 0 = round .. 1 = a line) from the region's moments."""
-    var_x, var_y, cov_xy = seg.covariance[region]
-    half_trace, radius = (var_x + var_y) / 2, np.hypot((var_x - var_y) / 2, cov_xy)
-    minor = max(half_trace - radius, 0.0)
-    return 0.5 * float(np.arctan2(2 * cov_xy, var_x - var_y)), 1.0 - float(np.sqrt(minor / max(half_trace + radius, 1e-12)))
+    angle, elongation = seg.orientation
+    return float(angle[region]), float(elongation[region])
 
 
 def _turned_iou(seg: Segmentation, region: int, other: Segmentation, candidate: int) -> float:
