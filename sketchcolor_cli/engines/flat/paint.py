@@ -41,8 +41,15 @@ def nearest_region(labels: np.ndarray) -> np.ndarray:
     unlabelled = labels == 0
     if not unlabelled.any() or unlabelled.all():
         return labels.copy()
+    out = labels.copy()
+    # Only the box around the unlabelled pixels, one pixel wider, is worked on: its rim is all
+    # region pixels, nearer to anything inside than any region pixel beyond it (same result).
+    x, y, w, h = cv2.boundingRect(unlabelled.view(np.uint8))
+    height, width = labels.shape
+    box = np.s_[max(y - 1, 0) : min(y + h + 1, height), max(x - 1, 0) : min(x + w + 1, width)]
+    labels, unlabelled = labels[box], unlabelled[box]
     _, nearest_id = cv2.distanceTransformWithLabels(
-        unlabelled.view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        np.ascontiguousarray(unlabelled).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
     )
     # Each region pixel carries its own id; map the ids back to labels through those pixels.
     seeds = ~unlabelled
@@ -51,8 +58,7 @@ def nearest_region(labels: np.ndarray) -> np.ndarray:
     else:
         id_to_label = np.zeros(int(nearest_id.max()) + 1, dtype=np.int32)
         id_to_label[nearest_id[seeds]] = labels[seeds]
-    out = labels.copy()
-    out[unlabelled] = id_to_label[nearest_id[unlabelled]]
+    out[box][unlabelled] = id_to_label[nearest_id[unlabelled]]
     return out
 
 
