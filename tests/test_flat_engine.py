@@ -795,3 +795,52 @@ def test_flat_engine_leaves_the_colour_and_review_layers_to_the_first_reader(tmp
     assert "color" not in vars(layers) and "review" not in vars(layers)
     assert np.array_equal(layers.color[20], line_art[20])  # the line kept, painted on first read
     assert (layers.color[5, 5, :3] == [65535, 0, 0]).all() and "review" in vars(layers)
+
+
+def test_a_carried_colour_is_no_surer_than_the_region_it_came_from():
+    """A guess (the model sheet's, say) carried to the next frame stays a guess: flagged for review
+    and open to a surer answer, not promoted to certainty by a clean carry."""
+    from sketchcolor_cli.engines.flat.match import REGION_CONFIDENCE, encode_region_confidence
+
+    line_art = np.full((60, 60, 4), 65535, np.uint16)
+    line_art[10:51, 10:51, :3] = 0
+    line_art[11:50, 11:50, :3] = 65535  # a drawn box (not paper: it does not touch the border) ...
+    line_art[30, 10:51, :3] = 0  # ... split in two
+    fill = np.zeros((60, 60, 4), np.uint16)  # the paper around it is clear
+    fill[10:30, 10:51] = [65535, 0, 0, 65535]
+    fill[30:51, 10:51] = [0, 0, 65535, 65535]
+    engine = FlatEngine(FlatSettings())
+
+    def carried(handoff):
+        previous = PreviousResult(frame=1, line_art=line_art, fill=fill, handoff=handoff)
+        item = WorkItem(frame=2, line_art=line_art.copy(), references=(), seed=0, previous=previous)
+        seg = engine.segment(item)
+        top, bottom = seg.labels[20, 30], seg.labels[40, 30]
+        assignment = engine.match(item, seg)
+        return assignment.confidence[top], assignment.confidence[bottom], assignment.colors[top]
+
+    sure_top, sure_bottom, colour = carried({})
+    assert sure_top > 0.9 and sure_bottom > 0.9 and (colour == [65535, 0, 0, 65535]).all()
+    seg = engine.segment(WorkItem(frame=1, line_art=line_art, references=(), seed=0))
+    confidence = np.ones(seg.n_regions + 1)
+    confidence[seg.labels[20, 30]] = 0.2
+    guess_top, still_bottom, colour = carried({REGION_CONFIDENCE: encode_region_confidence(confidence)})
+    assert guess_top <= 0.21 and still_bottom > 0.9 and (colour == [65535, 0, 0, 65535]).all()
+    assert carried({REGION_CONFIDENCE: "00ff"})[0] > 0.9  # not this drawing's regions: ignored
+
+
+def test_region_confidences_reach_the_next_frame_through_the_fill_file(small_cut, tmp_path):
+    """The hand-off is in the fill file's metadata, so a frame carried from the file (a resumed
+    run, another worker) sees the same confidences as one carried in memory."""
+    from typer.testing import CliRunner
+
+    from sketchcolor_cli.cli import app
+    from sketchcolor_cli.engines.flat.match import REGION_CONFIDENCE
+    from sketchcolor_cli.outputs.writers import read_fill_handoff
+
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["run", str(small_cut), "--out", str(out), "-q"]).exit_code == 0
+    handoff = read_fill_handoff(out / "fill" / "walk.0001.png")
+    values = np.frombuffer(bytes.fromhex(handoff[REGION_CONFIDENCE]), np.uint8)
+    # frame 1 comes from the model sheet alone: some regions sure, some not
+    assert values.size > 10 and values.min() < 128 and values.max() == 255

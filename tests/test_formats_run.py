@@ -53,7 +53,27 @@ def test_exr_resume_matches_a_clean_run(small_cut, tmp_path):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("fmt,depth", [("png", 16), ("tif", 8), ("tif", 16), ("tga", 8), ("dpx", 16)])
+def test_tga_frames_are_palette_exact_and_carry_without_the_hand_off(small_cut, tmp_path):
+    """TGA cannot hold the engine's hand-off (region confidences): its frames carry colours
+    without it, from memory and from the file alike, so a resumed TGA run equals a clean one."""
+    reference, clean, split = tmp_path / "ref", tmp_path / "clean", tmp_path / "split"
+    options = ["-q", "--set", "outputs.format=tga"]
+    assert invoke("run", small_cut, "--out", reference, "-q").exit_code == 0
+    assert invoke("run", small_cut, "--out", clean, *options).exit_code == 0
+    assert invoke("run", small_cut, "--out", split, "--frames", "1-2", *options).exit_code == 0
+    assert invoke("run", small_cut, "--out", split, *options).exit_code == 0
+    import yaml
+
+    named = yaml.safe_load((small_cut / "refs" / "hero_palette.yaml").read_text())
+    palette = {(int(v[1:3], 16) * 257, int(v[3:5], 16) * 257, int(v[5:7], 16) * 257, 65535) for v in named.values()}
+    for frame in range(1, 6):
+        got = read_rgba16(clean / "fill" / f"walk.{frame:04d}.tga")
+        assert np.array_equal(got, read_rgba16(split / "fill" / f"walk.{frame:04d}.tga"))
+        assert {tuple(c) for c in got.reshape(-1, 4).tolist()} <= palette | {(0, 0, 0, 0)}
+    assert np.array_equal(read_rgba16(clean / "fill" / "walk.0001.tga"), read_rgba16(reference / "fill" / "walk.0001.png"))
+
+
+@pytest.mark.parametrize("fmt,depth", [("png", 16), ("tif", 8), ("tif", 16), ("dpx", 16)])
 def test_integer_formats_carry_the_same_palette_exact_fill(small_cut, tmp_path, fmt, depth):
     reference = tmp_path / "ref"
     assert invoke("run", small_cut, "--out", reference, "-q").exit_code == 0

@@ -48,6 +48,9 @@ class PreviousResult:
     line_art: np.ndarray  # H x W x 4 uint16
     fill: np.ndarray  # H x W x 4 uint16, the palette-exact fill layer of that frame
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    # The `Layers.handoff` that frame's engine wrote with its fill (from memory or from the file's
+    # metadata: the same text either way); empty when unknown.
+    handoff: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Layers:
     # H x W x 4 uint16: the colour with its shading, without lines (the diffusion engine's generated
     # colour); None for engines without shading, whose `shade` output is then their fill.
     shade: np.ndarray | None = None
+    # Small text facts the next frame's engine needs about this one (keys `sketchcolor:handoff:*`):
+    # written into the frame's files' metadata and handed back as `PreviousResult.handoff`.
+    handoff: dict[str, str] = field(default_factory=dict)
 
 
 class LayersPaintedLater(Layers):
@@ -96,10 +102,12 @@ class LayersPaintedLater(Layers):
         fill: np.ndarray,
         paint_rest: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
         stats: dict[str, Any] | None = None,
+        handoff: dict[str, str] | None = None,
     ) -> None:
         self.fill = fill
         self.stats = stats if stats is not None else {}
         self.shade = None
+        self.handoff = handoff if handoff is not None else {}
         self._paint_rest: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = paint_rest
         self._painting = threading.Lock()
 

@@ -19,6 +19,8 @@ from sketchcolor_cli.frames.images import (
 )
 
 EXR_PIXEL_TYPE = "sketchcolor:exr_pixel_type"
+# Metadata that engines hand to the next frame (`Layers.handoff`) has keys starting with this.
+HANDOFF_PREFIX = "sketchcolor:handoff:"
 
 
 def layer_pixels(layers: Layers, name: str) -> np.ndarray:
@@ -67,6 +69,17 @@ def read_fill_layer(path: Path) -> np.ndarray:
         # Written as half only when every value was 8-bit-origin: round back onto that grid.
         fill = (((fill.astype(np.uint32) + 128) // 257) * 257).astype(np.uint16)
     return fill
+
+
+def carries_handoff(path: Path) -> bool:
+    """Whether a fill file of this format holds the hand-off metadata (TGA's comment field is
+    too short: its frames hand nothing on, from memory or from the file alike)."""
+    return path.suffix.lower() != ".tga"
+
+
+def read_fill_handoff(path: Path) -> dict[str, str]:
+    """The engine's hand-off text (`Layers.handoff`) written with a finished frame's fill."""
+    return {key: str(value) for key, value in image_attributes(path).items() if key.startswith(HANDOFF_PREFIX)}
 
 
 def fill_read_back_is_exact(path: Path, bit_depth: int | str) -> bool:

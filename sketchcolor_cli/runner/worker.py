@@ -247,7 +247,7 @@ class Worker:
         return items, deferred
 
     def _keep_results(self, cut_key: str, items: list, results: list) -> None:
-        from sketchcolor_cli.outputs.writers import fill_as_read_back
+        from sketchcolor_cli.outputs.writers import carries_handoff, fill_as_read_back
 
         state = self.cuts[cut_key]
         outputs = state.cut.manifest.outputs
@@ -258,7 +258,10 @@ class Worker:
             fill = fill_as_read_back(layers.fill, unit.outputs["fill"], bit_depth=outputs.bit_depth)
             if fill is None:
                 continue  # not known exactly: the next frame reads it back from disk instead
-            self.results[(cut_key, unit.frame)] = PreviousResult(frame=unit.frame, line_art=item.line_art, fill=fill)
+            handoff = dict(layers.handoff) if carries_handoff(unit.outputs["fill"]) else {}
+            self.results[(cut_key, unit.frame)] = PreviousResult(
+                frame=unit.frame, line_art=item.line_art, fill=fill, handoff=handoff
+            )
             self.results.move_to_end((cut_key, unit.frame))
             while len(self.results) > _RESULT_CACHE:
                 self.results.popitem(last=False)
@@ -345,7 +348,7 @@ class Worker:
         """The previous frame's result, its fill read back from disk (so a resumed run, or another
         worker, sees exactly what this one would)."""
         from sketchcolor_cli.frames.images import ImageError, read_rgba16
-        from sketchcolor_cli.outputs.writers import read_fill_layer
+        from sketchcolor_cli.outputs.writers import read_fill_handoff, read_fill_layer
 
         source = assignment.dependency
         if assignment.unit.depends_on is None or source is None:
@@ -357,16 +360,17 @@ class Worker:
             return None, f"frame {source.frame} has no fill layer; coloured from the references alone"
         try:
             fill = read_fill_layer(fill_path)
+            handoff = read_fill_handoff(fill_path)
             line_art = self._cached_line_art(cut_key, source.frame)
             if line_art is None:
                 line_art = read_rgba16(source.line_path)
         except (ImageError, KeyError) as error:
             return None, f"cannot read frame {source.frame}'s result back ({error}); coloured from the references"
-        return PreviousResult(frame=source.frame, line_art=line_art, fill=fill), None
+        return PreviousResult(frame=source.frame, line_art=line_art, fill=fill, handoff=handoff), None
 
     def _finish_batch(self, batch_id, cut_key, items, failures, results, error, seconds, in_memory=frozenset()) -> None:
         from sketchcolor_cli.frames.images import ImageError
-        from sketchcolor_cli.outputs.writers import write_frame_layers
+        from sketchcolor_cli.outputs.writers import carries_handoff, write_frame_layers
 
         for unit, reason in failures:
             self._report_failed(batch_id, cut_key, unit, reason)
@@ -395,6 +399,8 @@ class Worker:
                 "sketchcolor:source": str(unit.line_path),
                 "sketchcolor:seed": unit.seed,
             }
+            if "fill" in unit.outputs and carries_handoff(unit.outputs["fill"]):
+                metadata.update(layers.handoff)
             try:
                 write_frame_layers(
                     layers, unit.outputs, bit_depth=outputs.bit_depth, compression=outputs.compression,

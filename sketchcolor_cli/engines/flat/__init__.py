@@ -16,10 +16,12 @@ from pydantic import Field
 
 from ..base import Engine, EngineSettings, Layers, LayersPaintedLater, WorkItem
 from .match import (
+    REGION_CONFIDENCE,
     Assignment,
     ImageCache,
     MatchSettings,
     describe_sources,
+    encode_region_confidence,
     main_source,
     match_regions,
     remember_frame,
@@ -169,7 +171,7 @@ class FlatEngine(Engine):
             stats["shift_px"] = [int(assignment.shift[0]), int(assignment.shift[1])]
         if assignment.motion is not None:
             stats["motion"] = assignment.motion
-        return LayersPaintedLater(fill, rest, stats)
+        return LayersPaintedLater(fill, rest, stats, {REGION_CONFIDENCE: encode_region_confidence(assignment.confidence)})
 
     def colorize(self, batch: list[WorkItem]) -> list[Layers]:
         results = []

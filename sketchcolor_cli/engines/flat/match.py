@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -562,6 +562,7 @@ def carry_from(
     # Two similar parts side by side that the motion swapped are less sure: the structure pass
     # below looks at them again.
     best_conf *= _neighbour_consistency(seg, analysis.seg, best_before, best_conf, foreground)
+    best_conf = _no_surer_than_source(best_conf, best_before, analysis.confidence)
     if n_colours:
         # Drawn regions the motion lost are looked for by shape, place and context instead.
         open_ = foreground & (best_conf < settings.previous_min_confidence)
@@ -569,15 +570,24 @@ def carry_from(
             open_ &= wanted
         open_[0] = False
         if open_.any():
-            best_colour, best_conf = match_by_structure(
+            best_colour, best_conf, best_before = match_by_structure(
                 seg, Counterpart(analysis.seg, analysis.colour_of, extent), best_colour, best_conf, best_before, open_,
                 colour_ok=_opaque_for(foreground, colour_ok, transparent, size, n_colours),
             )
+            best_conf = _no_surer_than_source(best_conf, best_before, analysis.confidence)
     colors = analysis.palette[best_colour] if n_colours else np.zeros((size, 4), np.uint16)
     colors[0] = TRANSPARENT
     best_conf[0] = 0.0
     motion = "flow" if chosen == "flow" else ("none" if chosen == (0, 0) else "shift")
     return colors, best_conf, global_shift, motion
+
+
+def _no_surer_than_source(confidence: np.ndarray, source: np.ndarray, source_confidence: np.ndarray | None) -> np.ndarray:
+    """A colour carried from a region is no surer than that region's colour was: a guess from the
+    model sheet stays a guess (flagged for review, and open to a surer answer) down the cut."""
+    if source_confidence is None:
+        return confidence
+    return np.minimum(confidence, np.where(source > 0, source_confidence[source], 1.0))
 
 
 # A carried region none of whose sure neighbours came from next to its own match keeps this share
@@ -663,17 +673,38 @@ class ColouredDrawing:
     seg: Segmentation  # regions of its line art
     palette: np.ndarray  # (k, 4) uint16, sorted by colour key (transparent first)
     colour_of: np.ndarray  # (p + 1,) index into palette of each region's colour
+    # (p + 1,) how sure each region's colour was when it was decided (a previous frame); None: sure
+    confidence: np.ndarray | None = None
+
+
+# The previous frame's region confidences travel to the next frame as text (in memory and in the
+# fill file's metadata alike), one byte per region label, so both ways give the same values.
+REGION_CONFIDENCE = "sketchcolor:handoff:region_confidence"
+
+
+def encode_region_confidence(confidence: np.ndarray) -> str:
+    return np.round(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8).tobytes().hex()
+
+
+def decode_region_confidence(handoff: dict[str, str], size: int) -> np.ndarray | None:
+    """The per-label confidences of a previous frame with `size` labels, or None when they were
+    not handed over (or do not fit its regions: other segmentation settings)."""
+    try:
+        values = np.frombuffer(bytes.fromhex(handoff.get(REGION_CONFIDENCE, "")), dtype=np.uint8)
+    except ValueError:
+        return None
+    return values.astype(np.float64) / 255.0 if values.size == size else None
 
 
 def _previous_analysis(previous: PreviousResult, settings: MatchSettings, cache: ImageCache) -> ColouredDrawing:
     """From what the engine remembered of the frame it just painted, or from the arrays."""
     known = cache.recall(PREVIOUS_ANALYSIS, (previous.line_art, previous.fill))
-    if isinstance(known, ColouredDrawing):
-        return known
-    seg = settings.segment(previous.line_art, f"previous frame {previous.frame} line art")
-    index, palette = index_colours(previous.fill)
-    colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
-    return ColouredDrawing(seg, palette, colour_of)
+    if not isinstance(known, ColouredDrawing):
+        seg = settings.segment(previous.line_art, f"previous frame {previous.frame} line art")
+        index, palette = index_colours(previous.fill)
+        colour_of, _, _ = vote_colours(seg.labels, index, seg.n_regions + 1, len(palette))
+        known = ColouredDrawing(seg, palette, colour_of)
+    return replace(known, confidence=decode_region_confidence(previous.handoff, known.seg.n_regions + 1))
 
 
 def remember_frame(

@@ -150,8 +150,9 @@ def match_by_structure(
     matched: np.ndarray,
     open_: np.ndarray,
     colour_ok: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(colour, confidence) per region of `seg`, improved for the `open_` regions.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(colour, confidence, matched counterpart region) per region of `seg`, improved for the
+    `open_` regions.
 
     `colour_of` / `confidence` are the current answer (palette indices, -1 none), `matched` the
     counterpart region each region was matched to (0 none). Open regions take the structural
@@ -166,7 +167,7 @@ def match_by_structure(
     usable = np.flatnonzero(other_area > 0)
     usable = usable[(usable > 0) & (counterpart.colour_of[usable] >= 0)]
     if usable.size == 0:
-        return colour_of, confidence
+        return colour_of, confidence, matched
     other_centroid = other.centroid[usable]
     shapes: dict[tuple[int, int], float] = {}  # a pair's shape score is the same in every round
     todo = np.flatnonzero(open_)
@@ -218,7 +219,7 @@ def match_by_structure(
         if not decided:
             break
         todo = np.setdiff1d(todo, np.array(sorted(decided)))
-    return colour_of, confidence
+    return colour_of, confidence, matched
 
 
 def _decide(
