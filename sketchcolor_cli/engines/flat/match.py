@@ -62,12 +62,12 @@ IOU_FULL = 0.5
 # Motion (phase correlation, optical flow) is measured on line masks scaled down to about this
 # long side, in pixels, and blurred by this sigma so that the flow has gradients to follow.
 MOTION_ANALYSIS_SIZE = 480
+MOTION_BLUR_SIGMA = 1.5
 # Big frames are matched on a regular sample of their pixels, every stride-th pixel each way with
 # stride = long side / MATCH_SAMPLE_SIDE rounded (1 below 1536 px, 2 at 1080p and 2K, 4 at 4K):
 # overlaps between regions are counted, not drawn, and the sample counts about as many pixels of
 # each region as a 1K frame has in full.
 MATCH_SAMPLE_SIDE = 1024
-MOTION_BLUR_SIGMA = 1.5
 # A drawn region ignores votes for transparency while other colours have this share of its votes.
 FOREGROUND_MIN_OPAQUE = 0.25
 
