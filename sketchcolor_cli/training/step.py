@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lora import lora_state
+from .gram import GramHooks, default_gram_blocks, published_gram_blocks
+from .lora import inject_lora, lora_state
 
 
 @dataclass
@@ -30,16 +31,45 @@ class Draws:
 
 
 class DiffusionTraining(nn.Module):
-    """Needs ``self.vae``, ``self.unet``, ``self.noise_scheduler``, ``self.train_mode`` and
-    ``trainable_named()`` from the family."""
+    """Needs ``self.vae``, ``self.unet``, ``self.noise_scheduler``, ``self.train_mode``,
+    ``_parts()`` and ``trainable_named()`` from the family, which calls `_prepare_training` once
+    its parts are set."""
 
     vae: Any
     unet: Any
     noise_scheduler: Any
     train_mode: str
 
+    def _parts(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
     def trainable_named(self) -> dict[str, nn.Parameter]:
         raise NotImplementedError
+
+    def _prepare_training(
+        self, train: str, lora_rank: int, lora_alpha: float | None, lora_attentions: tuple[str, ...],
+        gram_blocks: Any, gradient_checkpointing: bool,
+    ) -> None:
+        """Freeze every part, add the LoRAs (`train: lora`), unfreeze what trains, and hook the
+        Gram regularization's blocks ("published", "auto" or a list of module paths)."""
+        for module in self._parts().values():
+            module.requires_grad_(False)
+        if train == "lora":
+            self.lora_targets = inject_lora(self.unet, lora_rank, lora_alpha, lora_attentions)
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(True)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.gram_paths: list[str] = []
+        self.gram_hooks: GramHooks | None = None
+        if gram_blocks is not None:
+            if gram_blocks == "published":
+                self.gram_paths = published_gram_blocks(self.unet)
+            elif gram_blocks == "auto":
+                self.gram_paths = default_gram_blocks(self.unet)
+            else:
+                self.gram_paths = list(gram_blocks)
+            self.gram_hooks = GramHooks(self.unet, self.gram_paths)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.trainable_named().values())

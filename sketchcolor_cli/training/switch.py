@@ -25,8 +25,8 @@ from torch import nn
 from sketchcolor_cli.engines.diffusion.models.reference_encoder import reference_tokens
 from sketchcolor_cli.engines.diffusion.models.split_attention import SplitAttention, SplitCrossAttnProcessor
 
-from .gram import GramHooks, default_gram_blocks, published_gram_blocks, split_branch_loss
-from .lora import LoRALinear, inject_lora
+from .gram import split_branch_loss
+from .lora import LoRALinear
 from .step import DiffusionTraining, Draws
 
 
@@ -75,24 +75,7 @@ class SwitchTraining(DiffusionTraining):
         self.prediction = prediction
         self.train_mode = train
         self.noise_scheduler = DDPMScheduler.from_config({**config.scheduler, "prediction_type": prediction})
-        for module in self._parts().values():
-            module.requires_grad_(False)
-        if train == "lora":
-            self.lora_targets = inject_lora(self.unet, lora_rank, lora_alpha, lora_attentions)
-        for parameter in self.trainable_parameters():
-            parameter.requires_grad_(True)
-        if gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.gram_paths: list[str] = []
-        self.gram_hooks: GramHooks | None = None
-        if gram_blocks is not None:
-            if gram_blocks == "published":
-                self.gram_paths = published_gram_blocks(self.unet)
-            elif gram_blocks == "auto":
-                self.gram_paths = default_gram_blocks(self.unet)
-            else:
-                self.gram_paths = list(gram_blocks)
-            self.gram_hooks = GramHooks(self.unet, self.gram_paths)
+        self._prepare_training(train, lora_rank, lora_alpha, lora_attentions, gram_blocks, gradient_checkpointing)
 
     @property
     def reference_size(self) -> int:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .segment import FULL, Segmentation, keys_to_colours
+from .segment import FULL, Segmentation, _box, keys_to_colours
 
 REVIEW_MARK = np.array([FULL, 0, FULL, FULL], dtype=np.uint16)  # magenta hatching
 REVIEW_LINE = np.array([8000, 8000, 8000, FULL], dtype=np.uint16)  # lines drawn over the review
@@ -44,9 +44,8 @@ def nearest_region(labels: np.ndarray) -> np.ndarray:
     out = labels.copy()
     # Only the box around the unlabelled pixels, one pixel wider, is worked on: its rim is all
     # region pixels, nearer to anything inside than any region pixel beyond it (same result).
-    x, y, w, h = cv2.boundingRect(unlabelled.view(np.uint8))
-    height, width = labels.shape
-    box = np.s_[max(y - 1, 0) : min(y + h + 1, height), max(x - 1, 0) : min(x + w + 1, width)]
+    y0, y1, x0, x1 = _box(unlabelled, margin=1)
+    box = np.s_[y0:y1, x0:x1]
     labels, unlabelled = labels[box], unlabelled[box]
     _, nearest_id = cv2.distanceTransformWithLabels(
         np.ascontiguousarray(unlabelled).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
