@@ -149,8 +149,10 @@ def _speed_run(cut: Path, size: tuple[int, int], frames: int) -> dict:
     summary = json.loads((out / "logs" / "summary.json").read_text())
     run_seconds = float(summary["seconds"])
     return {
-        "run_seconds": round(run_seconds, 2),  # reading, colouring, writing the layers (threads overlap)
-        "review_and_startup_seconds": round(seconds - run_seconds, 2),  # contact sheet, flip-book, start-up
+        # reading, colouring, writing the layers, and the review made from them as they are written
+        "run_seconds": round(run_seconds, 2),
+        # start-up, and what is left of the contact sheet and flip-book after the last frame
+        "review_and_startup_seconds": round(seconds - run_seconds, 2),
         "engine_idle_share": summary.get("engine_idle_share"),
         "size": f"{size[0]}x{size[1]}", "frames": frames, "seconds": round(seconds, 2),
         "fps": round(frames / seconds, 2), "peak_memory_mb": round(max(peak_mb, before / 1024)),
@@ -236,7 +238,7 @@ def markdown(report: dict, cuts: list[str], protocols: list[str]) -> str:
                   "The median of the runs (by time); frames/s also as the range over the runs.", "",
                   "| size | frames | runs | seconds | frames/s | frames/s range | peak memory "
                   "| engine s/frame (segment / match / paint) | frames written (s) "
-                  "| contact sheet, flip-book, start-up (s) | engine idle | acc>10px |",
+                  "| start-up and review tail (s) | engine idle | acc>10px |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in report["speed"]:
             stages = s["engine_seconds_per_frame"]

@@ -641,7 +641,7 @@ def test_consecutive_frames_of_a_synthetic_cut_stay_accurate() -> None:
 
 def test_a_swung_limb_matches_its_shape_turned_parallel() -> None:
     from sketchcolor_cli.engines.flat.segment import regions_from_labels
-    from sketchcolor_cli.engines.flat.structure import _aligned_iou, _turned_iou
+    from sketchcolor_cli.engines.flat.structure import _aligned_iou, _Shapes, _turned_iou
 
     def limb(degrees: float) -> np.ndarray:
         labels = np.zeros((160, 160), np.int32)
@@ -649,13 +649,13 @@ def test_a_swung_limb_matches_its_shape_turned_parallel() -> None:
         cv2.fillPoly(labels, [box], 1)
         return labels
 
-    upright, swung = regions_from_labels(limb(0), 1), regions_from_labels(limb(50), 1)
+    upright, swung = _Shapes(regions_from_labels(limb(0), 1)), _Shapes(regions_from_labels(limb(50), 1))
     assert _aligned_iou(swung, 1, upright, 1) < 0.4
     assert _turned_iou(swung, 1, upright, 1) > 0.85
     # a round region has no axis to turn
     disc = np.zeros((160, 160), np.int32)
     cv2.circle(disc, (80, 80), 30, 1, -1)
-    assert _turned_iou(regions_from_labels(disc, 1), 1, upright, 1) == 0.0
+    assert _turned_iou(_Shapes(regions_from_labels(disc, 1)), 1, upright, 1) == 0.0
 
 
 def test_a_characters_regions_only_take_its_own_palette() -> None:

@@ -526,6 +526,25 @@ def test_png_compression_level_is_honoured(tmp_path: Path) -> None:
         assert np.array_equal(read_rgba16(tmp_path / name), flat)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_png_encoder_with_and_without_isal_gives_the_same_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                fast: bool) -> None:
+    """ISA-L deflates the fast levels where it is installed; zlib where it is not: same pixels."""
+    from sketchcolor_cli.frames import png
+
+    if fast and png._isal_zlib is None:
+        pytest.skip("isal is not installed on this platform")
+    if not fast:
+        monkeypatch.setattr(png, "_isal_zlib", None)
+    pixels = np.zeros((90, 160, 4), np.uint8)
+    pixels[20:70, 30:120] = (200, 40, 10, 255)
+    pixels[::7, :, 3] = 128
+    for level in (1, 3, 6):
+        target = tmp_path / f"l{level}-{fast}.png"
+        target.write_bytes(png.encode_png(pixels, level=level))
+        assert np.array_equal(read_rgba16(target), pixels.astype(np.uint16) * 257)
+
+
 def test_png_encoder_rejects_what_png_cannot_hold() -> None:
     from sketchcolor_cli.frames.png import encode_png
 

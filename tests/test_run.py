@@ -54,15 +54,44 @@ def test_run_writes_layers_logs_and_contact_sheet(small_cut, tmp_path):
     assert meta["sketchcolor:frame"] == 3 and meta["sketchcolor:engine"].startswith("flat")
 
 
+def _movie(path: Path) -> list[np.ndarray]:
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(str(path))
+    try:
+        return [np.asarray(frame) for frame in reader]
+    finally:
+        reader.close()
+
+
 def test_preview_remakes_the_runs_contact_sheet(small_cut, tmp_path):
-    """`sketchcolor preview` makes the contact sheet again from the outputs, byte for byte."""
+    """The run makes its review from the frames in memory; `sketchcolor preview` makes it again
+    from the files: the same contact sheet byte for byte, the same movie frame for frame."""
     out = tmp_path / "out"
     assert run_cli("run", small_cut, "--out", out, "-q").exit_code == 0
     during = (out / "contact_sheet.png").read_bytes()
+    movie = _movie(out / "flipbook.mp4")
     (out / "contact_sheet.png").unlink()
+    (out / "flipbook.mp4").unlink()
     assert run_cli("preview", small_cut, "--out", out).exit_code == 0
     assert (out / "contact_sheet.png").read_bytes() == during
+    again = _movie(out / "flipbook.mp4")
+    assert len(again) == len(movie) == 5 and all(np.array_equal(a, b) for a, b in zip(movie, again))
     assert not list(out.glob(".*.tmp-*"))
+
+
+def test_review_of_a_resumed_run_and_of_worker_processes_shows_the_whole_cut(small_cut, tmp_path):
+    """Frames skipped as done, and frames from workers in other processes (which send thumbnails
+    but no pictures), are read from their files: the same review as a single clean run."""
+    clean, resumed, spawned = tmp_path / "clean", tmp_path / "resumed", tmp_path / "spawned"
+    assert run_cli("run", small_cut, "--out", clean, "-q").exit_code == 0
+    assert run_cli("run", small_cut, "--out", resumed, "-q", "--frames", "1-2").exit_code == 0
+    assert run_cli("run", small_cut, "--out", resumed, "-q").exit_code == 0
+    assert run_cli("run", small_cut, "--out", spawned, "-q", "--workers", "2").exit_code == 0
+    for out in (resumed, spawned):
+        assert (out / "contact_sheet.png").read_bytes() == (clean / "contact_sheet.png").read_bytes()
+        movie = _movie(out / "flipbook.mp4")
+        assert len(movie) == 5 and all(np.array_equal(a, b) for a, b in zip(movie, _movie(clean / "flipbook.mp4")))
 
 
 def test_fill_is_palette_exact_and_line_pixels_are_kept(small_cut, tmp_path):

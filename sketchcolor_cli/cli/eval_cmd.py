@@ -49,7 +49,8 @@ def preview(
       sketchcolor preview examples/walk
     """
     from sketchcolor_cli.cli.common import overrides_from
-    from sketchcolor_cli.runner.cut import RunRequest, plan_cut, write_cut_review
+    from sketchcolor_cli.outputs.review import write_cut_review
+    from sketchcolor_cli.runner.cut import RunRequest, plan_cut
 
     plan = plan_cut(RunRequest(cut, preset, overrides_from(out=out)))
     for name, path in write_cut_review(plan, contact_sheet=True, flipbook=True).items():

@@ -12,6 +12,8 @@ from sketchcolor_cli.outputs.writers import read_for_viewing
 
 _CHECKER = (0.80, 0.62)  # light / dark squares behind transparent pixels
 _LABEL_H = 22
+THUMB_WIDTH = 256
+MAX_ROWS = 24  # frames on a sheet, evenly sampled from the cut
 
 
 def _over_checker(premultiplied: np.ndarray, cell: int = 8) -> np.ndarray:
@@ -50,7 +52,30 @@ def _read(cell: Cell) -> np.ndarray:
     return read_for_viewing(path, layer)
 
 
-def _thumb(cell: Cell, width: int, height: int) -> np.ndarray:
+def thumbnail(bgra8: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A frame's layer (straight-alpha uint8 BGRA) as a `width` x `height` RGB cell: scaled to
+    fit, over the checker, centred on the sheet's grey."""
+    canvas = np.full((height, width, 3), 40, dtype=np.uint8)
+    h, w = bgra8.shape[:2]
+    scale = min(width / w, height / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = _over_checker(_shrink(bgra8, size))
+    y, x = (height - size[1]) // 2, (width - size[0]) // 2
+    canvas[y : y + size[1], x : x + size[0]] = small
+    return canvas
+
+
+def thumb_height(aspect: float, thumb_width: int = THUMB_WIDTH) -> int:
+    """A cell's height for frames of this aspect (height / width)."""
+    return max(32, round(thumb_width * aspect))
+
+
+def _thumb(cell: Cell | np.ndarray, width: int, height: int) -> np.ndarray:
+    """A cell's thumbnail: made already (from the frame in memory) or read from its file."""
+    if isinstance(cell, np.ndarray):
+        if cell.shape[:2] != (height, width):
+            cell = cv2.resize(cell, (width, height), interpolation=cv2.INTER_AREA)
+        return cell
     path = cell[0]
     canvas = np.full((height, width, 3), 40, dtype=np.uint8)
     if path is None or not path.is_file():
@@ -61,13 +86,7 @@ def _thumb(cell: Cell, width: int, height: int) -> np.ndarray:
     except (ImageError, KeyError):
         cv2.putText(canvas, "unreadable", (8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 80, 80), 1)
         return canvas
-    h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = _over_checker(_shrink(image, size))
-    y, x = (height - size[1]) // 2, (width - size[0]) // 2
-    canvas[y : y + size[1], x : x + size[0]] = small
-    return canvas
+    return thumbnail(image, width, height)
 
 
 def _label(text: str, width: int) -> np.ndarray:
@@ -76,43 +95,61 @@ def _label(text: str, width: int) -> np.ndarray:
     return strip
 
 
+def sheet_rows(frames: list[int], max_rows: int = MAX_ROWS) -> list[int]:
+    """The frames a contact sheet shows: all of them up to `max_rows`, else evenly sampled."""
+    if len(frames) <= max_rows:
+        return list(frames)
+    picks = np.linspace(0, len(frames) - 1, max_rows).round().astype(int)
+    return [frames[i] for i in sorted(set(picks.tolist()))]
+
+
 def write_contact_sheet(
-    rows: list[tuple[int, list[Cell]]],
+    rows: list[tuple[int, list[Cell | np.ndarray]]],
     columns: list[str],
     references: list[Path],
     out_path: Path,
     *,
     title: str = "",
-    thumb_width: int = 256,
-    max_rows: int = 24,
+    thumb_width: int = THUMB_WIDTH,
+    max_rows: int = MAX_ROWS,
 ) -> Path:
-    """`rows`: (frame, one cell per column). At most `max_rows` frames, evenly sampled."""
-    if len(rows) > max_rows:
-        picks = np.linspace(0, len(rows) - 1, max_rows).round().astype(int)
-        rows = [rows[i] for i in sorted(set(picks))]
-    aspect = 1.0
-    for _, files in rows:
-        existing = [cell for cell in files if cell[0] is not None and cell[0].is_file()]
-        if existing:
-            try:
-                image = _read(existing[0])
-                aspect = image.shape[0] / image.shape[1]
+    """`rows`: (frame, one cell per column); a cell is a file to read or a thumbnail made already
+    (`thumbnail`). At most `max_rows` frames, evenly sampled."""
+    shown = set(sheet_rows([frame for frame, _ in rows], max_rows))
+    rows = [row for row in rows if row[0] in shown]
+    aspect = None
+    for _, cells in rows:
+        for cell in cells:
+            if isinstance(cell, np.ndarray):
+                aspect = cell.shape[0] / cell.shape[1]
                 break
-            except (ImageError, KeyError):
-                continue
-    thumb_height = max(32, round(thumb_width * aspect))
+        if aspect is not None:
+            break
+    if aspect is None:
+        aspect = 1.0
+        for _, cells in rows:
+            existing = [cell for cell in cells if not isinstance(cell, np.ndarray) and cell[0] is not None
+                        and cell[0].is_file()]
+            if existing:
+                try:
+                    image = _read(existing[0])
+                    aspect = image.shape[0] / image.shape[1]
+                    break
+                except (ImageError, KeyError):
+                    continue
+    height = thumb_height(aspect, thumb_width)
     width = thumb_width * len(columns)
     parts = [_label(title, width), np.hstack([_label(c, thumb_width) for c in columns])]
-    for frame, files in rows:
+    for frame, cells in rows:
         parts.append(_label(f"frame {frame}", width))
-        parts.append(np.hstack([_thumb(f, thumb_width, thumb_height) for f in files]))
+        parts.append(np.hstack([_thumb(cell, thumb_width, height) for cell in cells]))
     if references:
         parts.append(_label("references", width))
         per_row = len(columns)
         for start in range(0, len(references), per_row):
             chunk = references[start : start + per_row]
-            tiles = [_thumb((r, ""), thumb_width, thumb_height) for r in chunk]
-            tiles += [np.full((thumb_height, thumb_width, 3), 40, np.uint8)] * (per_row - len(chunk))
+            tiles = [_thumb((r, ""), thumb_width, height) for r in chunk]
+            tiles += [np.full((height, thumb_width, 3), 40, np.uint8)] * (per_row - len(chunk))
             parts.append(np.hstack(tiles))
     sheet = np.vstack(parts)
     write_image(out_path, sheet.astype(np.uint16) * 257, bit_depth=8)

@@ -101,15 +101,10 @@ def fill_as_read_back(fill: np.ndarray, path: Path, *, bit_depth: int | str) -> 
 
 
 def read_layer(path: Path, layer: str) -> np.ndarray:
-    """One layer of a written frame as H x W x 4 uint16, for looking at (contact sheets, flip-books)."""
+    """One layer of a written frame as uint16 (H x W x 4; the line layer H x W)."""
     if path.suffix.lower() == ".exr":
-        pixels = read_exr_layers(path)[layer]
-    else:
-        pixels = read_rgba16(path)
-    if pixels.ndim == 2:  # the line layer: show ink where the alpha is
-        grey = 65535 - pixels
-        pixels = np.dstack([grey, grey, grey, np.full_like(grey, 65535)])
-    return pixels
+        return read_exr_layers(path)[layer]
+    return read_rgba16(path)
 
 
 _TO_BGRA = {1: cv2.COLOR_GRAY2BGRA, 3: cv2.COLOR_BGR2BGRA}
@@ -128,6 +123,14 @@ def read_for_viewing(path: Path, layer: str = "", *, what: str = "image") -> np.
                 return data
             if channels in _TO_BGRA:
                 return cv2.cvtColor(data, _TO_BGRA[channels])
-    pixels = read_layer(path, layer) if layer else read_rgba16(path, what=what)
+    return viewing_pixels(read_layer(path, layer) if layer else read_rgba16(path, what=what))
+
+
+def viewing_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint16 RGBA pixels (a frame's layer in memory, or read back) as `read_for_viewing` gives
+    them: H x W x 4 uint8 BGRA, rounded to 8 bits; a single-channel line layer as ink on white."""
+    if pixels.ndim == 2:
+        grey = 65535 - pixels
+        pixels = np.dstack([grey, grey, grey, np.full_like(grey, 65535)])
     rgba8 = cv2.convertScaleAbs(np.ascontiguousarray(pixels), alpha=1 / 257).reshape(pixels.shape)
     return cv2.cvtColor(rgba8, cv2.COLOR_RGBA2BGRA)

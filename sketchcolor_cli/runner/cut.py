@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sketchcolor_cli.engines.base import engine_class
 from sketchcolor_cli.frames.spec import parse_frame_spec, shard_frames
@@ -13,9 +13,6 @@ from sketchcolor_cli.plan import Plan, build_plan
 from sketchcolor_cli.runner.logs import SUMMARY, RunSummary, log_file, write_json_atomic
 from sketchcolor_cli.runner.progress import Reporter
 from sketchcolor_cli.runner.scheduler import RunOptions, run_plans
-
-CONTACT_SHEET = "contact_sheet.png"
-FLIPBOOK = "flipbook.mp4"
 
 
 @dataclass
@@ -56,65 +53,28 @@ def run_cut(plan: Plan, reporter: Reporter, options: RunOptions | None = None) -
 
 
 def run_cuts(plans: list[Plan], reporter: Reporter, options: RunOptions | None = None) -> list[RunSummary]:
-    """Several cuts in one call: cuts with equal engine settings share the loaded workers. A farm
-    task (a log tag) leaves the cut's review files to `sketchcolor preview`, run once at the end."""
-    summaries = run_plans(plans, reporter, options)
-    for plan, summary in zip(plans, summaries):
-        if summary.log_tag is None and (summary.frames_done or summary.frames_skipped):
-            extras = write_cut_review(plan)
+    """Several cuts in one call: cuts with equal engine settings share the loaded workers. Each cut's
+    contact sheet and flip-book are made as its frames are written (`outputs.review`) and finished
+    after its last frame. A farm task (a log tag) leaves them to `sketchcolor preview`, run once at
+    the end."""
+    from sketchcolor_cli.outputs.review import CutReview
+
+    options = options or RunOptions()
+    reviews = [None if options.log_tag is not None else CutReview(plan) for plan in plans]
+    try:
+        summaries = run_plans(plans, reporter, options, reviews=reviews)
+    except BaseException:
+        for review in reviews:
+            if review is not None:
+                review.abort()
+        raise
+    for plan, summary, review in zip(plans, summaries, reviews):
+        if review is None:
+            continue
+        if summary.frames_done or summary.frames_skipped:
+            extras = review.finish()
             summary.extras.update({name: str(path) for name, path in extras.items()})
             write_json_atomic(log_file(plan.cut.output_dir, SUMMARY, summary.log_tag), summary.to_dict())
+        else:
+            review.abort()
     return summaries
-
-
-def write_cut_review(plan: Plan, *, contact_sheet: bool | None = None, flipbook: bool | None = None) -> dict[str, Path]:
-    """The contact sheet and the flip-book, from the outputs on disk (so a resumed run shows all).
-    The two are made side by side in threads: reading, scaling and encoding release the GIL.
-    (Made while the frames are, they slowed the engine as much as they saved: both cores are busy.)"""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from sketchcolor_cli.outputs.contact_sheet import write_contact_sheet
-
-    from sketchcolor_cli.frames.images import remove_stale_temps
-
-    cut: ResolvedCut = plan.cut
-    outputs = cut.manifest.outputs
-    # a killed earlier run may have left a half-written sheet or movie beside these
-    remove_stale_temps([cut.output_dir / CONTACT_SHEET, cut.output_dir / FLIPBOOK])
-    jobs: dict[str, Callable[[], Path]] = {}
-    shown = [layer for layer in ("color", "review") if layer in plan.layers]
-    line_cells = {unit.frame: (unit.line_path, "") for unit in plan.units}
-    if contact_sheet if contact_sheet is not None else outputs.contact_sheet:
-        rows = [
-            (unit.frame, [line_cells[unit.frame]] + [(unit.outputs[layer], layer) for layer in shown])
-            for unit in plan.units
-        ]
-        references = [cut.path(sheet.image) for c in cut.manifest.characters for sheet in c.references]
-        jobs["contact_sheet"] = lambda: write_contact_sheet(
-            rows, ["line"] + shown, references, cut.output_dir / CONTACT_SHEET,
-            title=f"{cut.name}  ({cut.manifest.engine.name})",
-        )
-    if (flipbook if flipbook is not None else outputs.flipbook) and shown:
-        from sketchcolor_cli.outputs.flipbook import write_flipbook
-
-        extra: dict = {}
-        if outputs.flipbook_side_by_side:
-            beside = [layer for layer in shown[1:]]
-            extra = {
-                "side_by_side": [[(u.frame, u.line_path) for u in plan.units]]
-                + [[(u.frame, u.outputs[layer]) for u in plan.units] for layer in beside],
-                "side_by_side_layers": [None] + beside,
-            }
-        jobs["flipbook"] = lambda: write_flipbook(
-            [(unit.frame, unit.outputs[shown[0]]) for unit in plan.units],
-            cut.output_dir / FLIPBOOK,
-            fps=cut.manifest.fps,
-            label=cut.name,
-            layer=shown[0],
-            **extra,
-        )
-    if len(jobs) < 2:
-        return {name: job() for name, job in jobs.items()}
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="sketchcolor-review") as pool:
-        futures = {name: pool.submit(job) for name, job in jobs.items()}
-        return {name: future.result() for name, future in futures.items()}

@@ -88,6 +88,7 @@ class _Cut:
     dependents: dict[int, list[_Frame]] = field(default_factory=dict)
     remaining: int = 0
     pipelines: bool = False  # a frame's result can be carried in memory (exactly as it reads back)
+    review: Any = None  # the cut's CutReview (outputs.review), fed as frames finish; None: no review
 
     @property
     def key(self) -> str:
@@ -142,11 +143,13 @@ def unit_parallelism(plans: list[Plan]) -> int:
 class Scheduler:
     """Runs plans (of cuts with equal engine settings) on one set of workers."""
 
-    def __init__(self, plans: list[Plan], reporter: Reporter, options: RunOptions | None = None):
+    def __init__(self, plans: list[Plan], reporter: Reporter, options: RunOptions | None = None,
+                 reviews: list[Any] | None = None):
         keys = {engine_key(plan.cut) for plan in plans}
         if len(keys) > 1:
             raise ValueError("a scheduler runs cuts with equal engine settings only; use run_plans() to group them")
         self.plans = plans
+        self.reviews = reviews or [None] * len(plans)
         self.reporter = reporter
         self.options = options or RunOptions()
         self.cuts: list[_Cut] = []
@@ -180,7 +183,7 @@ class Scheduler:
             frame_timeout_s=self._timeout_of(plan),
         )
         log = RunLog(cut.output_dir, run_id, tag=self.options.log_tag)
-        state = _Cut(index=index, plan=plan, log=log, summary=summary)
+        state = _Cut(index=index, plan=plan, log=log, summary=summary, review=self.reviews[index])
         for unit in plan.skipped:
             summary.frames_skipped.append(unit.frame)
             log.frame(FrameRecord(frame=unit.frame, status="skipped", notes=["outputs exist; --overwrite redoes them"]))
@@ -286,6 +289,11 @@ class Scheduler:
             if total:
                 self.layout = self._choose_layout()
                 self.pool = self._make_pool(self.layout)
+                from sketchcolor_cli.runner.pool import ThreadPool
+
+                for cut in self.cuts:
+                    if cut.review is not None:
+                        cut.review.take_pictures(in_process=isinstance(self.pool, ThreadPool))
                 for cut in self.cuts:
                     cut.log.text(
                         f"{self.layout.describe} ({self.layout.reason}), {self.pool.description}"
@@ -448,7 +456,7 @@ class Scheduler:
             followers = cut.dependents.get(frame.unit.frame, []) if cut.pipelines else []
             assignments.append(Assignment(
                 frame.unit, dependency, frame.dependency_failed, previous_in_memory=frame.pipelined,
-                keep_result=bool(followers),
+                keep_result=bool(followers), preview=cut.review.wants(frame.unit.frame) if cut.review else (),
             ))  # fmt: skip
             self.chained.setdefault(worker.id, deque()).extend(f for f in followers if f.state == WAITING)
         if not worker.in_flight:
@@ -497,7 +505,7 @@ class Scheduler:
             frame.attempts -= 1  # not coloured: its previous result was not there (the engine failed on it)
             self._make_ready(frame)
         elif outcome["status"] == "done":
-            self._finish_frame(frame, DONE, worker=worker, outcome=outcome)
+            self._finish_frame(frame, DONE, worker=worker, outcome=outcome, preview=outcome.pop("preview", None))
         elif outcome.get("engine_batch", 1) > 1 and not frame.alone:
             # The engine failed on a batch: try each of its frames alone before blaming any.
             frame.attempts -= 1
@@ -550,7 +558,7 @@ class Scheduler:
 
     def _finish_frame(
         self, frame: _Frame, status: str, *, worker: _Worker | None, outcome: dict | None = None,
-        error: str | None = None,
+        error: str | None = None, preview: dict | None = None,
     ) -> None:  # fmt: skip
         cut = frame.cut
         unit = frame.unit
@@ -586,6 +594,8 @@ class Scheduler:
                 **common,
             ))  # fmt: skip
             self.reporter.frame(unit.frame, "failed", error or "", cut=summary.cut)
+        if cut.review is not None:
+            cut.review.frame_finished(unit.frame, preview)
         for dependent in cut.dependents.pop(unit.frame, []):
             dependent.dependency_failed = status == FAILED
             if dependent.state == RUNNING:
@@ -729,14 +739,18 @@ def _in_plan(plan: Plan, frame: int) -> bool:
     return True
 
 
-def run_plans(plans: list[Plan], reporter: Reporter, options: RunOptions | None = None) -> list[RunSummary]:
+def run_plans(
+    plans: list[Plan], reporter: Reporter, options: RunOptions | None = None, reviews: list[Any] | None = None
+) -> list[RunSummary]:
     """Run plans, one scheduler (one set of workers) per group of cuts with equal engine settings;
-    summaries come back in the plans' order."""
+    summaries come back in the plans' order. `reviews` (one per plan, or None) are told of each
+    finished frame and its review pieces."""
     groups: dict[str, list[int]] = {}
     for index, plan in enumerate(plans):
         groups.setdefault(engine_key(plan.cut), []).append(index)
     summaries: list[RunSummary | None] = [None] * len(plans)
     for indices in groups.values():
-        for index, summary in zip(indices, Scheduler([plans[i] for i in indices], reporter, options).run()):
+        group_reviews = [reviews[i] for i in indices] if reviews else None
+        for index, summary in zip(indices, Scheduler([plans[i] for i in indices], reporter, options, group_reviews).run()):
             summaries[index] = summary
     return [s for s in summaries if s is not None]

@@ -10,7 +10,8 @@ stages overlap so the engine waits as little as possible:
   previous frame this worker coloured just before takes that result from memory (the fill exactly
   as it will read back from disk), so along a chain the next frame is read while this one is
   coloured and written while the next one is coloured;
-* the writer thread writes each frame's layers atomically and reports it.
+* the writer thread writes each frame's layers atomically and reports it, with the frame's share
+  of the cut's review (thumbnails, a flip-book picture) made while its layers are in memory.
 
 Every message to the scheduler is a tuple whose first item names it (see ``Msg``). The worker
 knows files and engines but no scheduling: which frames, in which batches, on which worker, and
@@ -78,6 +79,8 @@ class Assignment:
     # result from memory. If the engine failed on it, this frame is handed back ("deferred").
     previous_in_memory: bool = False
     keep_result: bool = False  # a later frame carries this frame's colours: keep its fill in memory
+    # What to make for the cut's review from the layers in memory ("sheet", "movie"; outputs.review).
+    preview: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,12 +119,23 @@ class _CutState:
         self.inputs = CutInputs(cut)
         self.engine_key = engine_key(cut)
         self.digest = cut.settings_digest()
+        self.review_layouts: dict[tuple[str, ...], Any] = {}  # layers written -> outputs.review.ReviewLayout
+
+    def review_layout(self, layers: tuple[str, ...]) -> Any:
+        if layers not in self.review_layouts:
+            from sketchcolor_cli.outputs.review import ReviewLayout
+
+            self.review_layouts[layers] = ReviewLayout.of(self.cut, layers)
+        return self.review_layouts[layers]
 
 
 def run_worker(config: WorkerConfig, receive: Callable[[], Any], send: Callable[[tuple], None]) -> None:
     """The worker loop: returns after a STOP message (or a fatal error, which it reports)."""
+    from sketchcolor_cli.runner.allocator import keep_frame_buffers
+
     for name, target in config.engines.items():
         register_engine(name, target)
+    keep_frame_buffers()
     if config.threads:
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[variable] = str(config.threads)
@@ -274,11 +288,12 @@ class Worker:
                 return
             batch_id, cut_key, items, failures, deferred, results, error, seconds = message
             in_memory = {a.unit.frame for a, _, _ in items if a.previous_in_memory}
+            previews = {a.unit.frame: a.preview for a, _, _ in items if a.preview}
             items = [(assignment.unit, item, notes) for assignment, item, notes in items]
             try:
                 for unit in deferred:
                     self.send((FRAME, self.id, batch_id, cut_key, unit.frame, {"status": DEFERRED}))
-                self._finish_batch(batch_id, cut_key, items, failures, results, error, seconds, in_memory)
+                self._finish_batch(batch_id, cut_key, items, failures, results, error, seconds, in_memory, previews)
             except Exception as caught:  # noqa: BLE001 - report rather than die silently
                 for unit, _, _ in items:
                     self._report_failed(batch_id, cut_key, unit, f"worker error: {type(caught).__name__}: {caught}")
@@ -368,7 +383,9 @@ class Worker:
             return None, f"cannot read frame {source.frame}'s result back ({error}); coloured from the references"
         return PreviousResult(frame=source.frame, line_art=line_art, fill=fill, handoff=handoff), None
 
-    def _finish_batch(self, batch_id, cut_key, items, failures, results, error, seconds, in_memory=frozenset()) -> None:
+    def _finish_batch(
+        self, batch_id, cut_key, items, failures, results, error, seconds, in_memory=frozenset(), previews=None,
+    ) -> None:  # fmt: skip
         from sketchcolor_cli.frames.images import ImageError
         from sketchcolor_cli.outputs.writers import carries_handoff, write_frame_layers
 
@@ -428,7 +445,18 @@ class Worker:
                 "notes": notes,
                 "stats": layers.stats,
             }
+            if previews and unit.frame in previews:
+                outcome["preview"] = self._preview(state, unit, item, layers, previews[unit.frame])
             self.send((FRAME, self.id, batch_id, cut_key, unit.frame, outcome))
+
+    def _preview(self, state: _CutState, unit: FrameUnit, item: WorkItem, layers: Any, wants: tuple[str, ...]) -> dict:
+        """The frame's share of the review; nothing if it cannot be made (the review reads the files)."""
+        from sketchcolor_cli.outputs.review import frame_preview
+
+        try:
+            return frame_preview(state.review_layout(tuple(unit.outputs)), wants, unit.frame, item.line_art, layers)
+        except Exception:  # noqa: BLE001 - the frame is written; its review is read back instead
+            return {}
 
     def _report_failed(self, batch_id, cut_key: str, unit: FrameUnit, reason: str, batch_size: int = 1) -> None:
         outcome = {"status": "failed", "error": reason, "engine_batch": batch_size}

@@ -57,50 +57,72 @@ class Counterpart:
     extent: int  # the whole frame's long side in pixels (the drawings may be cut-outs of it)
 
 
-def _aligned_iou(seg: Segmentation, region: int, other: Segmentation, candidate: int) -> float:
+class _Shapes:
+    """A drawing's regions as the shape comparison needs them: each region's mask in its bounding
+    box (cut out once per structure pass: a region meets up to CANDIDATES others, a candidate many
+    regions), and its box, centroid, area and axis as Python numbers (the comparison runs a few
+    thousand times a frame, where numpy scalars cost more than the pixels)."""
+
+    def __init__(self, seg: Segmentation):
+        self.seg = seg
+        self.bbox = seg.bbox.tolist()
+        self.centroid = seg.centroid.tolist()
+        self.area = seg.area.tolist()
+        angle, elongation = seg.orientation
+        self.angle, self.elongation = angle.tolist(), elongation.tolist()
+        self.masks: dict[int, np.ndarray] = {}
+
+    def mask(self, region: int) -> np.ndarray:
+        mask = self.masks.get(region)
+        if mask is None:
+            x, y, w, h = self.bbox[region]
+            mask = self.masks[region] = (self.seg.labels[y : y + h, x : x + w] == region).view(np.uint8)
+        return mask
+
+
+def _aligned_iou(mine: _Shapes, region: int, theirs: _Shapes, candidate: int) -> float:
     """Intersection over union of two regions overlaid at their centroids."""
-    x0, y0, w0, h0 = seg.bbox[region]
-    x1, y1, w1, h1 = other.bbox[candidate]
+    x0, y0, w0, h0 = mine.bbox[region]
+    x1, y1, w1, h1 = theirs.bbox[candidate]
     # Where the candidate's box lands in this region's box coordinates once the centres coincide.
-    dx = int(round((x1 - other.centroid[candidate, 0]) - (x0 - seg.centroid[region, 0])))
-    dy = int(round((y1 - other.centroid[candidate, 1]) - (y0 - seg.centroid[region, 1])))
+    dx = int(round((x1 - theirs.centroid[candidate][0]) - (x0 - mine.centroid[region][0])))
+    dy = int(round((y1 - theirs.centroid[candidate][1]) - (y0 - mine.centroid[region][1])))
     left, top = max(0, dx), max(0, dy)
     right, bottom = min(w0, dx + w1), min(h0, dy + h1)
     if right <= left or bottom <= top:
         return 0.0
-    mine = seg.labels[y0 + top : y0 + bottom, x0 + left : x0 + right] == region
-    theirs = other.labels[y1 + top - dy : y1 + bottom - dy, x1 + left - dx : x1 + right - dx] == candidate
-    overlap = float(np.count_nonzero(mine & theirs))
-    return overlap / max(float(seg.area[region] + other.area[candidate]) - overlap, 1.0)
+    overlap = float(np.count_nonzero(
+        mine.mask(region)[top:bottom, left:right] & theirs.mask(candidate)[top - dy : bottom - dy, left - dx : right - dx]
+    ))  # fmt: skip
+    return overlap / max(float(mine.area[region] + theirs.area[candidate]) - overlap, 1.0)
 
 
-def _orientation(seg: Segmentation, region: int) -> tuple[float, float]:
-    """(major axis angle in radians, elongation 0 = round .. 1 = a line) from the region's moments."""
-    angle, elongation = seg.orientation
-    return float(angle[region]), float(elongation[region])
+_HALF_TURN = np.pi / 2
+_MIN_TURN = float(np.radians(TURN_MIN_DEGREES))
 
 
-def _turned_iou(seg: Segmentation, region: int, other: Segmentation, candidate: int) -> float:
+def _turned_iou(mine: _Shapes, region: int, theirs: _Shapes, candidate: int) -> float:
     """Intersection over union of two regions overlaid at their centroids with their major axes
     turned parallel (a limb that swung between the drawings); 0 when either is round or they are
     already parallel (the plain overlay covers that)."""
-    angle_mine, long_mine = _orientation(seg, region)
-    angle_theirs, long_theirs = _orientation(other, candidate)
-    turn = (angle_mine - angle_theirs + np.pi / 2) % np.pi - np.pi / 2
-    if min(long_mine, long_theirs) < TURN_MIN_ELONGATION or abs(turn) < np.radians(TURN_MIN_DEGREES):
+    turn = (mine.angle[region] - theirs.angle[candidate] + _HALF_TURN) % np.pi - _HALF_TURN
+    if min(mine.elongation[region], theirs.elongation[candidate]) < TURN_MIN_ELONGATION or abs(turn) < _MIN_TURN:
         return 0.0
-    x0, y0, w0, h0 = seg.bbox[region]
-    x1, y1, w1, h1 = other.bbox[candidate]
-    mine = (seg.labels[y0 : y0 + h0, x0 : x0 + w0] == region).view(np.uint8)
-    theirs = (other.labels[y1 : y1 + h1, x1 : x1 + w1] == candidate).view(np.uint8)
-    centre_theirs = (float(other.centroid[candidate, 0] - x1), float(other.centroid[candidate, 1] - y1))
+    x0, y0, w0, h0 = mine.bbox[region]
+    x1, y1 = theirs.bbox[candidate][:2]
+    cx0, cy0 = mine.centroid[region]
+    cx1, cy1 = theirs.centroid[candidate]
+    centre_theirs = (cx1 - x1, cy1 - y1)
+    shift = (cx0 - x0 - centre_theirs[0], cy0 - y0 - centre_theirs[1])
+    this, that = mine.mask(region), theirs.mask(candidate)
+    union_base = float(mine.area[region] + theirs.area[candidate])
     best = 0.0
     for degrees in (-np.degrees(turn), -np.degrees(turn) + 180.0):  # axes have no direction
         matrix = cv2.getRotationMatrix2D(centre_theirs, degrees, 1.0)
-        matrix[:, 2] += (seg.centroid[region, 0] - x0 - centre_theirs[0], seg.centroid[region, 1] - y0 - centre_theirs[1])
-        turned = cv2.warpAffine(theirs, matrix, (int(w0), int(h0)), flags=cv2.INTER_NEAREST)
-        overlap = float(np.count_nonzero(mine & turned))
-        best = max(best, overlap / max(float(seg.area[region] + other.area[candidate]) - overlap, 1.0))
+        matrix[:, 2] += shift
+        turned = cv2.warpAffine(that, matrix, (w0, h0), flags=cv2.INTER_NEAREST)
+        overlap = float(np.count_nonzero(this & turned))
+        best = max(best, overlap / max(union_base - overlap, 1.0))
     return best
 
 
@@ -170,6 +192,7 @@ def match_by_structure(
         return colour_of, confidence, matched
     other_centroid = other.centroid[usable]
     shapes: dict[tuple[int, int], float] = {}  # a pair's shape score is the same in every round
+    mine, theirs = _Shapes(seg), _Shapes(other)
     todo = np.flatnonzero(open_)
     todo = todo[todo > 0]
     for _ in range(ROUNDS):
@@ -202,7 +225,7 @@ def match_by_structure(
                     continue
                 shape = shapes.get((region, candidate))
                 if shape is None:
-                    shape = max(_aligned_iou(seg, region, other, candidate), _turned_iou(seg, region, other, candidate))
+                    shape = max(_aligned_iou(mine, region, theirs, candidate), _turned_iou(mine, region, theirs, candidate))
                     shapes[(region, candidate)] = shape
                 if around:
                     context = len(around.intersection(_neighbours(other, candidate).tolist())) / len(around)
