@@ -62,3 +62,23 @@ def test_an_aborted_review_leaves_no_movie(small_cut, tmp_path):
     review.frame_finished(1, {"picture": np.zeros((64, 64, 3), np.uint8)})
     review.abort()
     assert list(out.iterdir()) == []
+
+
+def test_the_movie_and_the_sheet_follow_frame_order_when_chains_run_backwards(tmp_path):
+    """With key frames at both ends, a chain runs backwards from the last key; the review still
+    shows the frames in order (it once followed the chains: 1, 2, 3, 6, 5, 4)."""
+    from sketchcolor_cli.outputs.flipbook import write_flipbook
+    from sketchcolor_cli.synthetic import make_cut
+
+    cut = tmp_path / "cut"
+    make_cut(cut, frames=6, size=(160, 120), seed=3, key_frames=(1, 6))
+    out = tmp_path / "out"
+    plan = plan_cut(RunRequest(cut, overrides={"outputs.folder": str(out)}))
+    assert [u.frame for u in plan.units] != sorted(u.frame for u in plan.units)  # chain order
+    assert CliRunner().invoke(app, ["run", str(cut), "--out", str(out), "-q"]).exit_code == 0
+    movie = _movie(out / "flipbook.mp4")
+    in_order = _movie(write_flipbook([(n, out / "color" / f"walk.{n:04d}.png") for n in range(1, 7)],
+                                     tmp_path / "in_order.mp4", label="walk"))
+    for index, picture in enumerate(movie):
+        distances = [np.abs(picture.astype(int) - other).mean() for other in in_order]
+        assert int(np.argmin(distances)) == index

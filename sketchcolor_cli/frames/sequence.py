@@ -34,6 +34,7 @@ of digits in the name and a hyphen before it is part of the name, so discovered 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -166,8 +167,11 @@ def _inner_token_padding(match: re.Match[str]) -> int:
     return max(int(digits), 1) if digits else 1
 
 
+@functools.lru_cache(maxsize=512)
 def _parse_name(name: str) -> tuple[str, int, str, str] | None:
-    """``(prefix, padding, suffix, range_text)`` of a file name with a frame token, else None."""
+    """``(prefix, padding, suffix, range_text)`` of a file name with a frame token, else None.
+    Remembered: fileseq's grammar parser takes about a millisecond a name, and a plan names each
+    frame's line art, masks and outputs through the same few patterns."""
     sequence = FileSequence(name, pad_style=PAD_STYLE_HASH1)
     token, basename, extension = sequence.padding(), sequence.basename(), sequence.extension()
     # fileseq also "finds" padding in a plain name such as name.0001.png; only a token that is

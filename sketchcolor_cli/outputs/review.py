@@ -187,11 +187,10 @@ class CutReview:
     def _picture_from_files(self, frame: int) -> np.ndarray:
         if self._sequences is None:
             units = list(self.units.values())
-            self._sequences = [
-                FrameSequence([(u.frame, u.line_path if name == LINE else u.outputs[name]) for u in units], "checker",
-                          None if name == LINE else name)
-                for name in self.layout.panels
-            ]  # fmt: skip
+            self._sequences = []
+            for name in self.layout.panels:
+                files = [(u.frame, u.line_path if name == LINE else u.outputs[name]) for u in units]
+                self._sequences.append(FrameSequence(files, "checker", None if name == LINE else name))
         return movie_picture([s.panel(frame) for s in self._sequences], frame, label=self.layout.name)
 
     # -- at the end ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 from sketchcolor_cli.engines.base import engine_class
 from sketchcolor_cli.frames.spec import parse_frame_spec, shard_frames
-from sketchcolor_cli.manifest.resolve import ResolvedCut, load_cut
+from sketchcolor_cli.manifest.resolve import load_cut
 from sketchcolor_cli.plan import Plan, build_plan
 from sketchcolor_cli.runner.logs import SUMMARY, RunSummary, log_file, write_json_atomic
 from sketchcolor_cli.runner.progress import Reporter
