@@ -844,3 +844,35 @@ def test_region_confidences_reach_the_next_frame_through_the_fill_file(small_cut
     values = np.frombuffer(bytes.fromhex(handoff[REGION_CONFIDENCE]), np.uint8)
     # frame 1 comes from the model sheet alone: some regions sure, some not
     assert values.size > 10 and values.min() < 128 and values.max() == 255
+
+
+def test_a_part_that_leaked_into_the_paper_through_a_gap_is_hatched_for_review() -> None:
+    """The mask says character, the regions say background (a gap the gap closing missed): those
+    pixels are hatched in the review layer however sure the match was; a mask drawn a little wide
+    of the lines leaves no hatched rim."""
+    from sketchcolor_cli.engines.flat.match import mask_leaks
+    from sketchcolor_cli.engines.flat.paint import REVIEW_MARK, paint_fill, paint_rest
+    from sketchcolor_cli.engines.flat.segment import regions_from_labels
+
+    labels = np.ones((100, 100), np.int32)
+    labels[20:60, 20:60] = 2  # the body, closed
+    labels[19, 19:61] = labels[60, 19:61] = labels[19:61, 19] = labels[19:61, 60] = 0  # its outline
+    seg = regions_from_labels(labels, 2)
+    body = np.zeros((100, 100), bool)
+    body[19:61, 19:61] = True
+    assert mask_leaks(seg, {"hero": body}) is None
+    assert mask_leaks(seg, {"hero": cv2.dilate(body.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)}) is None
+    leg = body.copy()
+    leg[30:50, 61:95] = True  # a leg drawn into the paper: its outline had a gap
+    leaks = mask_leaks(seg, {"hero": leg})
+    assert leaks is not None and leaks[35:45, 65:90].all() and not leaks[:, :60].any()
+    colors = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [257 * 40, 257 * 60, 257 * 200, 65535]], np.uint16)
+    confidence = np.array([0.0, 1.0, 1.0])
+    line_art = np.full((100, 100, 4), 65535, np.uint16)
+    line_art[labels == 0, :3] = 0
+    fill = paint_fill(seg, colors)
+    _, _, review = paint_rest(seg, colors, confidence, line_art, 0.5, fill, leaks)
+    _, _, calm = paint_rest(seg, colors, confidence, line_art, 0.5, fill)
+    marked = (review == REVIEW_MARK).all(axis=2)
+    assert marked[30:50, 61:95].any() and not marked[:, :60].any()
+    assert not (calm == REVIEW_MARK).all(axis=2).any()

@@ -23,6 +23,7 @@ from .match import (
     describe_sources,
     encode_region_confidence,
     main_source,
+    mask_leaks,
     match_regions,
     remember_frame,
 )
@@ -154,7 +155,10 @@ class FlatEngine(Engine):
         confidence = assignment.confidence.copy()
 
         def rest() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return paint_rest(seg, assignment.colors, confidence, item.line_art, threshold, fill)
+            leaks = mask_leaks(seg, item.masks, item.frame)
+            if leaks is not None:  # in the frame's log: a gap in the lines let the character run out
+                stats["mask_leak_px"] = int(np.count_nonzero(leaks))
+            return paint_rest(seg, assignment.colors, confidence, item.line_art, threshold, fill, leaks)
 
         # Hand this frame's analysis to the next one, which gets these arrays as its previous.
         remember_frame(self._cache, item.line_art, fill, seg, *fill_palette(assignment.colors))

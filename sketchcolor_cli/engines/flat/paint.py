@@ -127,8 +127,10 @@ def review_layer(
     colors: np.ndarray,
     unsure: np.ndarray,
     line: np.ndarray,
+    unsure_pixels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Dim, desaturated confident regions; magenta-hatched unsure ones; lines on top; opaque."""
+    """Dim, desaturated confident regions; magenta-hatched unsure ones (and `unsure_pixels`);
+    lines on top; opaque."""
     unit = colors.astype(np.float32) / FULL
     rgb, alpha = unit[:, :3], unit[:, 3:4]
     grey = (rgb @ _LUMA)[:, None]
@@ -138,8 +140,11 @@ def review_layer(
     shown = shown * alpha + REVIEW_EMPTY * (1.0 - alpha)  # transparent fill shows as light grey
     table = np.concatenate([np.round(shown * FULL), np.full((len(colors), 1), FULL)], axis=1).astype(np.uint16)
     review = lookup(table, everywhere)
-    if unsure.any():
-        hatch = unsure[everywhere] & _stripes(everywhere.shape)
+    if unsure.any() or unsure_pixels is not None:
+        hatch = unsure[everywhere]
+        if unsure_pixels is not None:
+            hatch |= unsure_pixels
+        hatch &= _stripes(everywhere.shape)
         np.copyto(_words(review), _words(REVIEW_MARK[None, None, :]), where=hatch)
     # Lines on top, hard-edged: the review layer is for finding regions, not for show.
     np.copyto(_words(review), _words(REVIEW_LINE[None, None, :]), where=line > FULL // 2)
@@ -158,12 +163,14 @@ def paint_rest(
     line_art: np.ndarray,
     review_threshold: float,
     fill: np.ndarray,
+    unsure_pixels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(color, line, review) layers for one frame, from its fill."""
+    """(color, line, review) layers for one frame, from its fill; `unsure_pixels` are hatched in
+    the review layer whatever their region."""
     line = line_layer(seg)
     color = color_layer(fill, line_art, line, seg)
     unsure = confidence < review_threshold
     unsure[0] = False
-    review = review_layer(seg.grown, colors, unsure, line)
+    review = review_layer(seg.grown, colors, unsure, line, unsure_pixels)
     return color, line, review
 
