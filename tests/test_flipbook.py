@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
 import pytest
+from movies import read_movie as _read_movie
 
 from sketchcolor_cli.frames.images import write_exr_layers, write_image
 from sketchcolor_cli.outputs.flipbook import write_flipbook
@@ -29,14 +29,6 @@ def _write_frames(folder: Path, images: list[np.ndarray], first: int = 101) -> l
         write_image(path, image)
         frames.append((first + offset, path))
     return frames
-
-
-def _read_movie(path: Path) -> list[np.ndarray]:
-    reader = imageio.get_reader(str(path))
-    try:
-        return [np.asarray(frame) for frame in reader]
-    finally:
-        reader.close()
 
 
 def test_five_coloured_frames(tmp_path: Path) -> None:

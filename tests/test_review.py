@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from movies import read_movie as _movie
 from typer.testing import CliRunner
 
 from sketchcolor_cli.cli import app
 from sketchcolor_cli.outputs import review as review_module
 from sketchcolor_cli.outputs.review import CutReview
 from sketchcolor_cli.runner.cut import RunRequest, plan_cut
-
-
-def _movie(path: Path) -> list[np.ndarray]:
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(str(path))
-    try:
-        return [np.asarray(frame) for frame in reader]
-    finally:
-        reader.close()
 
 
 def test_pictures_out_of_order_wait_their_turn_and_too_many_fall_back_to_the_files(small_cut, tmp_path, monkeypatch):

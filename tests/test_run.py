@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from movies import read_movie as _movie
 from typer.testing import CliRunner
 
 from sketchcolor_cli.cli import app
@@ -52,16 +53,6 @@ def test_run_writes_layers_logs_and_contact_sheet(small_cut, tmp_path):
     assert (out / "logs" / "run.log").read_text().count("done") >= 5
     meta = read_image(out / "color" / "walk.0003.png").attributes
     assert meta["sketchcolor:frame"] == 3 and meta["sketchcolor:engine"].startswith("flat")
-
-
-def _movie(path: Path) -> list[np.ndarray]:
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(str(path))
-    try:
-        return [np.asarray(frame) for frame in reader]
-    finally:
-        reader.close()
 
 
 def test_preview_remakes_the_runs_contact_sheet(small_cut, tmp_path):

@@ -205,9 +205,11 @@ class CutReview:
         try:
             if self.layout.contact_sheet:
                 written["contact_sheet"] = self._write_contact_sheet()
-        finally:
-            if self._thread is not None:
-                self._thread.join()
+        except BaseException:
+            self.abort()
+            raise
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             self.abort()
             raise self._error
