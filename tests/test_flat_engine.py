@@ -858,13 +858,15 @@ def test_a_part_that_leaked_into_the_paper_through_a_gap_is_hatched_for_review()
     labels[20:60, 20:60] = 2  # the body, closed
     labels[19, 19:61] = labels[60, 19:61] = labels[19:61, 19] = labels[19:61, 60] = 0  # its outline
     seg = regions_from_labels(labels, 2)
+    background = np.array([False, True, False])  # the paper around the body (region 1)
     body = np.zeros((100, 100), bool)
     body[19:61, 19:61] = True
-    assert mask_leaks(seg, {"hero": body}) is None
-    assert mask_leaks(seg, {"hero": cv2.dilate(body.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)}) is None
+    assert mask_leaks(seg, {"hero": body}, background) is None
+    wide = cv2.dilate(body.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    assert mask_leaks(seg, {"hero": wide}, background) is None
     leg = body.copy()
     leg[30:50, 61:95] = True  # a leg drawn into the paper: its outline had a gap
-    leaks = mask_leaks(seg, {"hero": leg})
+    leaks = mask_leaks(seg, {"hero": leg}, background)
     assert leaks is not None and leaks[35:45, 65:90].all() and not leaks[:, :60].any()
     colors = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [257 * 40, 257 * 60, 257 * 200, 65535]], np.uint16)
     confidence = np.array([0.0, 1.0, 1.0])

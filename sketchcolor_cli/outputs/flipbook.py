@@ -46,9 +46,10 @@ def _background(height: int, width: int, kind: Literal["checker", "grey"]) -> np
     return np.where(odd, CHECKER_LIGHT, CHECKER_DARK)[:, :, None]
 
 
-def _composite(bgra8: np.ndarray, kind: Literal["checker", "grey"]) -> np.ndarray:
-    """Straight-alpha uint8 BGRA (OpenCV's order) over the grey background, as H x W x 3 uint8
-    RGB, in 8-bit OpenCV calls (a preview's precision); an opaque frame skips the blend."""
+def viewing_panel(bgra8: np.ndarray, kind: Literal["checker", "grey"] = "checker") -> np.ndarray:
+    """A frame's layer, straight-alpha uint8 BGRA (OpenCV's order), as a flip-book panel: H x W x 3
+    uint8 RGB over the grey background, in 8-bit OpenCV calls (a preview's precision); an opaque
+    frame skips the blend."""
     bgra8 = np.ascontiguousarray(bgra8)
     rgb8, alpha = cv2.cvtColor(bgra8, cv2.COLOR_BGRA2RGB), cv2.extractChannel(bgra8, 3)
     if cv2.minMaxLoc(alpha)[0] >= 255:
@@ -125,7 +126,7 @@ class FrameSequence:
         except KeyError:
             log.warning("flip-book: frame %d '%s' has no layer %r", number, path, self.layer)
             return _card(width, height, f"no {self.layer} in frame {number}")
-        rgb = _composite(rgba, self.background)
+        rgb = viewing_panel(rgba, self.background)
         if rgb.shape[:2] != (height, width):
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         return rgb
@@ -171,11 +172,6 @@ def movie_picture(panels: list[np.ndarray], number: int, *, label: str = "", max
     return _burn_in(picture, number, label)
 
 
-def viewing_panel(bgra8: np.ndarray, background: Literal["checker", "grey"] = "checker") -> np.ndarray:
-    """A frame's layer (straight-alpha uint8 BGRA) as a flip-book panel: RGB over the background."""
-    return _composite(bgra8, background)
-
-
 class FlipbookStream:
     """An H.264 MP4 written a frame at a time: to a temp file beside `out_path`, renamed into place
     by `close()`; `abort()` removes it. `quality` is imageio's 0-10 scale."""
@@ -189,7 +185,6 @@ class FlipbookStream:
         self.out_path = out_path
         out_path.parent.mkdir(parents=True, exist_ok=True)
         self.temp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{out_path.suffix}")
-        self.frames = 0
         self._writer = imageio.get_writer(
             str(self.temp),
             format="FFMPEG",
@@ -208,7 +203,6 @@ class FlipbookStream:
 
     def append(self, picture: np.ndarray) -> None:
         self._writer.append_data(picture)
-        self.frames += 1
 
     def close(self) -> Path:
         try:

@@ -12,7 +12,6 @@ failed frames, the pictures of workers in other processes) is read from its file
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,8 +22,6 @@ import numpy as np
 from sketchcolor_cli.outputs.contact_sheet import THUMB_WIDTH, sheet_rows, thumb_height, thumbnail, write_contact_sheet
 from sketchcolor_cli.outputs.flipbook import FlipbookStream, FrameSequence, movie_picture, viewing_panel
 from sketchcolor_cli.outputs.writers import layer_pixels, viewing_pixels
-
-log = logging.getLogger(__name__)
 
 CONTACT_SHEET = "contact_sheet.png"
 FLIPBOOK = "flipbook.mp4"

@@ -155,7 +155,8 @@ class FlatEngine(Engine):
         confidence = assignment.confidence.copy()
 
         def rest() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            leaks = mask_leaks(seg, item.masks, item.frame)
+            background = assignment.background
+            leaks = None if background is None else mask_leaks(seg, item.masks, background, item.frame)
             if leaks is not None:  # in the frame's log: a gap in the lines let the character run out
                 stats["mask_leak_px"] = int(np.count_nonzero(leaks))
             return paint_rest(seg, assignment.colors, confidence, item.line_art, threshold, fill, leaks)

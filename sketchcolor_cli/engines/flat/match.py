@@ -104,6 +104,7 @@ class Assignment:
     source: np.ndarray  # (n + 1,) int8, SOURCE_* codes
     shift: tuple[int, int] | None = None  # global (dx, dy) from the previous frame, if used
     motion: str | None = None  # how the previous frame was followed: "flow", "shift" or "none"
+    background: np.ndarray | None = None  # (n + 1,) bool: the background regions (`region_owners`)
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
@@ -217,16 +218,21 @@ def region_owners(
     return names, owner, background
 
 
-def mask_leaks(seg: Segmentation, masks: dict[str, np.ndarray], frame: int | None = None) -> np.ndarray | None:
-    """Pixels that a character's mask covers but that lie in a background region: the outline has a
-    gap there that gap closing missed, so that part of the character ran into the paper around it
-    and is painted as background, however sure the match. None when there are none (or no masks).
-    A mask drawn a few pixels wide of the lines leaves only a thin rim, which an opening removes."""
+# A mask may run past the lines by up to about twice the frame's long side over this (2 px at 512,
+# 10 at 1920, 20 at 3840) without its rim being taken for a leak.
+LEAK_RIM_DIVISOR = 400
+
+
+def mask_leaks(
+    seg: Segmentation, masks: dict[str, np.ndarray], background: np.ndarray, frame: int | None = None
+) -> np.ndarray | None:
+    """Pixels that a character's mask covers but that lie in a `background` region (per region, from
+    `region_owners`): the outline has a gap there that gap closing missed, so that part of the
+    character ran into the paper around it and is painted as background, however sure the match.
+    None when there are none (or no masks). A mask drawn a few pixels wide of the lines leaves only
+    a thin rim, which an opening removes."""
     names = [name for name in masks if name != "background"]
-    if not names:
-        return None
-    _, _, background = region_owners(seg, masks, frame)
-    if not background.any():
+    if not names or not background.any():
         return None
     covered = np.zeros(seg.shape, dtype=bool)
     for name in names:
@@ -237,11 +243,6 @@ def mask_leaks(seg: Segmentation, masks: dict[str, np.ndarray], frame: int | Non
     width = 2 * max(1, round(max(seg.shape) / LEAK_RIM_DIVISOR)) + 1
     opened = cv2.morphologyEx(leaks, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
     return opened.view(bool) if opened.any() else None
-
-
-# A mask may run past the lines by up to about twice the frame's long side over this (2 px at 512,
-# 10 at 1920, 20 at 3840) without its rim being taken for a leak.
-LEAK_RIM_DIVISOR = 400
 
 
 def _check_mask(mask: np.ndarray, shape: tuple[int, int], name: str, frame: int | None) -> np.ndarray:
@@ -965,7 +966,7 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
         source[0] = SOURCE_NONE
         confidence = np.ones(size)
         confidence[0] = 0.0
-        return Assignment(colors=colors, confidence=confidence, source=source)
+        return Assignment(colors=colors, confidence=confidence, source=source, background=background)
 
     colors = np.zeros((size, 4), dtype=np.uint16)
     confidence = np.zeros(size)
@@ -1035,7 +1036,9 @@ def match_regions(item: WorkItem, seg: Segmentation, settings: MatchSettings, ca
     colors[0] = TRANSPARENT
     confidence[0] = 0.0
     source[0] = SOURCE_NONE
-    return Assignment(colors=colors, confidence=confidence, source=source, shift=shift, motion=motion)
+    return Assignment(
+        colors=colors, confidence=confidence, source=source, shift=shift, motion=motion, background=background
+    )
 
 
 def describe_sources(assignment: Assignment) -> dict[str, int]:
